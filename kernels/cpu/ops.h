@@ -1,0 +1,83 @@
+// The CPU ops, one per file pair in this folder. Every op is deterministic and
+// batch invariant: the value of one output element depends only on its own
+// inputs, never on n_tokens, on the other tokens of the batch or on n_threads
+// (threads split work across rows/tokens/heads, never across a reduction).
+#ifndef KVSESSION_KERNELS_CPU_OPS_H_
+#define KVSESSION_KERNELS_CPU_OPS_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/exec.h"
+#include "kernels/kv_cache_view.h"
+
+namespace kvsession::kernels {
+
+// dequantize.cc: n elements (a multiple of the block size) of any weight type
+// to f32.
+void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
+
+// quantize.cc: f32 to F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
+// (ggml's reference rounding). Used for activations and to write test models.
+bool CanQuantize(GgmlType type);
+void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
+
+// matmul.cc: out[t * w.rows + r] = dot(row r of w, x + t * w.cols) for
+// t < n_tokens. Quantized weights meet activations quantized per token with
+// the same routine in prefill and decode (Q8_1 for Q4_1/Q5_1, Q8_0 for
+// Q4_0/Q5_0/Q8_0); other types are dequantized and dotted in f32.
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
+            const CpuExec& exec);
+
+// rms_norm.cc: out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.
+void RmsNorm(const float* x, const float* weight, int64_t n_rows, int64_t dim,
+             float eps, float* out, const CpuExec& exec);
+
+enum class RopeMode {
+  kNormal,  // rotate adjacent pairs (x[2i], x[2i+1]): GGUF llama
+  kNeox,    // rotate (x[i], x[i + rot_dim/2]): Qwen2, GPT-NeoX
+};
+struct RopeParams {
+  int32_t head_dim = 64;
+  int32_t rot_dim = 64;  // leading dims of each head that rotate
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;  // linear position scaling (1 = none)
+  RopeMode mode = RopeMode::kNormal;
+};
+// rope.cc: rotates x [n_tokens][n_heads * head_dim] in place; token t is at
+// positions[t].
+void Rope(float* x, int64_t n_tokens, int32_t n_heads, const int32_t* positions,
+          const RopeParams& params, const CpuExec& exec);
+
+// swiglu.cc: out = silu(gate) * up, elementwise.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out,
+            const CpuExec& exec);
+
+// add.cc: out = a + b, elementwise (out may alias a or b).
+void Add(const float* a, const float* b, int64_t n, float* out,
+         const CpuExec& exec);
+
+// embed.cc: out[t] = dequantized row tokens[t] of table.
+void Embed(const WeightView& table, const int32_t* tokens, int64_t n_tokens,
+           float* out, const CpuExec& exec);
+
+// kv_write.cc: stores k and v ([n_tokens][n_kv_heads * head_dim], f32) as f16
+// into the slots of each token's position in layer `layer`.
+void KvWrite(const KvCacheView& kv, int32_t layer,
+             const TokenPlacement& placement, const float* k, const float* v,
+             const CpuExec& exec);
+
+struct AttentionParams {
+  int32_t n_heads = 0;  // query heads; n_heads % kv.n_kv_heads == 0 (GQA)
+  float scale = 0.0f;   // usually 1/sqrt(head_dim)
+};
+// attention.cc: causal attention of each query token over positions
+// 0..positions[t] of its own sequence, read through the block table.
+// q and out are [n_tokens][n_heads * head_dim]. Query head h reads KV head
+// h / (n_heads / n_kv_heads).
+void Attention(const KvCacheView& kv, int32_t layer,
+               const TokenPlacement& placement, const float* q,
+               const AttentionParams& params, float* out, const CpuExec& exec);
+
+}  // namespace kvsession::kernels
+
+#endif  // KVSESSION_KERNELS_CPU_OPS_H_

@@ -1,0 +1,56 @@
+// Chat templates: ChatML (SmolLM2, Qwen) and Llama 3, recognised from the
+// GGUF's `tokenizer.chat_template` Jinja source. We render in C++ rather than
+// embed a Jinja engine: the set of templates is small and the output must be
+// byte-stable for prefix caching.
+#ifndef KVSESSION_RUNTIME_CHAT_TEMPLATE_H_
+#define KVSESSION_RUNTIME_CHAT_TEMPLATE_H_
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kvsession::runtime {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
+enum class ChatTemplateKind { kChatMl, kLlama3 };
+
+class ChatTemplate {
+ public:
+  // Recognises the template from its Jinja source; default_system_prompt is
+  // taken from the source when the template injects one (SmolLM2 does).
+  static absl::StatusOr<ChatTemplate> Detect(std::string_view jinja_source);
+  // "chatml" or "llama3" (the --chat_template override).
+  static absl::StatusOr<ChatTemplate> FromName(std::string_view name);
+
+  ChatTemplateKind kind() const { return kind_; }
+  std::string_view name() const;
+  const std::string& default_system_prompt() const {
+    return default_system_prompt_;
+  }
+
+  // Renders the conversation. When the first message is not a system message
+  // and the template has a default system prompt, it is inserted. With
+  // add_generation_prompt the assistant header follows. Rendering is
+  // prefix-stable: Render(m[0..n]) is a prefix of Render(m[0..n+k]) when
+  // add_generation_prompt is false.
+  std::string Render(std::span<const ChatMessage> messages,
+                     bool add_generation_prompt) const;
+  // Text that ends an assistant turn in this template ("<|im_end|>",
+  // "<|eot_id|>").
+  std::string_view end_of_turn() const;
+
+ private:
+  ChatTemplateKind kind_ = ChatTemplateKind::kChatMl;
+  std::string default_system_prompt_;
+};
+
+}  // namespace kvsession::runtime
+
+#endif  // KVSESSION_RUNTIME_CHAT_TEMPLATE_H_

@@ -1,0 +1,67 @@
+// Fixed-capacity pool of KV blocks over one arena (one tier). Blocks are
+// addressed by id; metadata (reference counts, the free list) lives outside
+// the arena so the arena can be device memory.
+#ifndef KVSESSION_SESSION_STORE_BLOCK_POOL_H_
+#define KVSESSION_SESSION_STORE_BLOCK_POOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kvsession::session_store {
+
+// Aligned host memory for one tier on the CPU backend.
+class HostArena {
+ public:
+  static absl::StatusOr<std::unique_ptr<HostArena>> Create(size_t bytes);
+  ~HostArena();
+  HostArena(const HostArena&) = delete;
+  HostArena& operator=(const HostArena&) = delete;
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  HostArena(void* data, size_t size) : data_(data), size_(size) {}
+  void* data_;
+  size_t size_;
+};
+
+class BlockPool {
+ public:
+  struct Options {
+    int32_t num_blocks = 0;
+  };
+  explicit BlockPool(const Options& options);
+
+  int32_t capacity() const { return static_cast<int32_t>(ref_counts_.size()); }
+  int32_t free_blocks() const { return static_cast<int32_t>(free_.size()); }
+  int32_t used_blocks() const { return capacity() - free_blocks(); }
+
+  // Takes n free blocks (reference count 1 each). RESOURCE_EXHAUSTED, with
+  // nothing taken, when fewer than n are free.
+  absl::StatusOr<std::vector<int32_t>> Allocate(int32_t n);
+  // Adds a reference to a used block (sharing).
+  void AddRef(int32_t block);
+  // Drops one reference of each block; a block whose count reaches zero is
+  // free again.
+  void Release(std::span<const int32_t> blocks);
+  int32_t ref_count(int32_t block) const;
+
+  // Verifies free + used == capacity, the free list holds exactly the blocks
+  // whose count is zero, and no block is on it twice.
+  absl::Status CheckInvariants() const;
+
+ private:
+  std::vector<int32_t> ref_counts_;
+  std::vector<int32_t> free_;  // LIFO: recently freed blocks are warm in cache
+};
+
+}  // namespace kvsession::session_store
+
+#endif  // KVSESSION_SESSION_STORE_BLOCK_POOL_H_
