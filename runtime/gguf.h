@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/ggml_type.h"
@@ -53,7 +54,8 @@ struct GgufTensorInfo {
   kernels::GgmlType type = kernels::GgmlType::kF32;
   uint64_t offset = 0;  // relative to the data section
   uint64_t n_bytes = 0;
-  const void* data = nullptr;  // inside the mapping, aligned
+  // Inside the mapping; aligned to the file's alignment (up to 4096 bytes).
+  const void* data = nullptr;
 
   int64_t NumElements() const;
 };
@@ -100,10 +102,13 @@ class GgufFile {
   uint64_t alignment_ = 32;
   std::vector<std::pair<std::string, GgufValue>> metadata_;
   std::vector<GgufTensorInfo> tensors_;
-  // Backing bytes: an mmap (Open) or an owned buffer (FromBytes).
+  absl::flat_hash_map<std::string, size_t> key_index_;
+  absl::flat_hash_map<std::string, size_t> tensor_index_;
+  // Backing bytes: an mmap (Open) or an owned page-aligned buffer
+  // (FromBytes), so tensor data pointers are aligned either way.
   void* map_ = nullptr;
   uint64_t map_size_ = 0;
-  std::string owned_;
+  void* owned_ = nullptr;
 };
 
 // Builds GGUF v3 files: tests and tools write small models with it.
@@ -118,10 +123,15 @@ class GgufWriter {
   void AddStringArray(std::string key, std::vector<std::string> v);
   void AddInt32Array(std::string key, std::vector<int32_t> v);
   void AddFloat32Array(std::string key, std::vector<float> v);
-  void AddValue(std::string key, GgufValue v);  // any value, nested arrays too
+  // Any value, nested arrays too. Adding a key again replaces its value. An
+  // integer "general.alignment" sets the alignment. Serialize writes that key
+  // as a uint32 holding the alignment in use, wherever it was added, and
+  // appends it when it was not added but the alignment is not the default.
+  void AddValue(std::string key, GgufValue v);
   // `data` holds the tensor's bytes in `type` (size must match dims).
   absl::Status AddTensor(std::string name, kernels::GgmlType type,
                          std::vector<int64_t> dims, std::string data);
+  // Must be a power of two that fits uint32 (checked by Serialize).
   void set_alignment(uint64_t a) { alignment_ = a; }
 
   std::string Serialize() const;
