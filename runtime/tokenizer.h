@@ -51,10 +51,14 @@ class Tokenizer {
       const GgufFile& file);
   ~Tokenizer();
 
-  // Encodes text. With parse_special, the text of control/user-defined
-  // tokens (e.g. "<|im_start|>") becomes that token; without, it is
-  // tokenized as ordinary text. add_bos/add_eos follow the vocab flags when
-  // `add_special` is true.
+  // Encodes text. With parse_special, the text of control tokens (e.g.
+  // "<|im_start|>") becomes that token; without, it is tokenized as ordinary
+  // text. User-defined (added) tokens are matched either way, as in HF
+  // tokenizers and llama.cpp. add_bos/add_eos follow the vocab flags when
+  // `add_special` is true. As in llama.cpp, each byte that is not part of
+  // valid UTF-8 is read as U+FFFD, and bytes the vocab has no token for
+  // (a few C0 controls in SmolLM2's) are dropped; otherwise
+  // Decode(Encode(s)) == s.
   std::vector<int32_t> Encode(std::string_view text, bool parse_special,
                               bool add_special = false) const;
   // Bytes of a token's text (control tokens render as their text only if

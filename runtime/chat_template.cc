@@ -1,0 +1,223 @@
+#include "runtime/chat_template.h"
+
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvsession::runtime {
+namespace {
+
+// Debian's Abseil has its own string_view type.
+absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
+
+constexpr char kImStart[] = "<|im_start|>";
+constexpr char kImEnd[] = "<|im_end|>";
+constexpr char kBeginOfText[] = "<|begin_of_text|>";
+constexpr char kStartHeader[] = "<|start_header_id|>";
+constexpr char kEndHeader[] = "<|end_header_id|>";
+constexpr char kEotId[] = "<|eot_id|>";
+
+// Undoes the escapes of a Jinja (Python-like) string literal body.
+std::string UnescapeJinja(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out.push_back(s[i]);
+      continue;
+    }
+    char c = s[++i];
+    switch (c) {
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case '\\':
+      case '\'':
+      case '"':
+        out.push_back(c);
+        break;
+      default:
+        out.push_back('\\');
+        out.push_back(c);
+        break;
+    }
+  }
+  return out;
+}
+
+// Finds a string literal of the form '<header><sep><text><footer>...' and
+// returns <text>: the system prompt a template injects when the
+// conversation brings none. `sep` may appear escaped ("\n" as backslash-n)
+// or raw. Literals that end before the footer (the template concatenates
+// the caller's system message there) do not count.
+std::string FindDefaultSystemPrompt(std::string_view src,
+                                    std::string_view header,
+                                    std::string_view sep,
+                                    std::string_view footer) {
+  std::string escaped_sep;
+  for (char c : sep) {
+    if (c == '\n') {
+      escaped_sep += "\\n";
+    } else {
+      escaped_sep += c;
+    }
+  }
+  for (size_t at = src.find(header); at != std::string_view::npos;
+       at = src.find(header, at + 1)) {
+    if (at == 0) continue;
+    const char quote = src[at - 1];
+    if (quote != '\'' && quote != '"') continue;
+    std::string_view rest = src.substr(at + header.size());
+    if (rest.starts_with(escaped_sep)) {
+      rest.remove_prefix(escaped_sep.size());
+    } else if (rest.starts_with(sep)) {
+      rest.remove_prefix(sep.size());
+    } else {
+      continue;
+    }
+    // Scan the literal's body up to its closing quote.
+    for (size_t i = 0; i < rest.size(); ++i) {
+      if (rest[i] == '\\') {
+        ++i;
+        continue;
+      }
+      if (rest[i] == quote) break;
+      if (rest.substr(i, footer.size()) == footer) {
+        return UnescapeJinja(rest.substr(0, i));
+      }
+    }
+  }
+  return "";
+}
+
+// Python's str.isspace() code points.
+bool IsPythonSpace(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) ||
+         cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+// Length of the whitespace character starting at s[i], 0 if none (invalid
+// UTF-8 is never whitespace).
+size_t SpaceAt(std::string_view s, size_t i) {
+  auto b = static_cast<uint8_t>(s[i]);
+  if (b < 0x80) return IsPythonSpace(b) ? 1 : 0;
+  size_t len = (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : 0;  // no 4-byte spaces
+  if (len == 0 || i + len > s.size()) return 0;
+  uint32_t cp = b & (0x7F >> len);
+  for (size_t k = 1; k < len; ++k) {
+    auto c = static_cast<uint8_t>(s[i + k]);
+    if ((c & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (c & 0x3F);
+  }
+  return IsPythonSpace(cp) ? len : 0;
+}
+
+// Jinja's `trim` filter: Python's str.strip() (Unicode whitespace).
+std::string_view PythonStrip(std::string_view s) {
+  size_t begin = 0;
+  while (begin < s.size()) {
+    size_t len = SpaceAt(s, begin);
+    if (len == 0) break;
+    begin += len;
+  }
+  size_t end = s.size();
+  while (end > begin) {
+    // Find the start of the last character.
+    size_t start = end - 1;
+    while (start > begin && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80 &&
+           end - start < 4) {
+      --start;
+    }
+    if (SpaceAt(s, start) != end - start) break;
+    end = start;
+  }
+  return s.substr(begin, end - begin);
+}
+
+}  // namespace
+
+absl::StatusOr<ChatTemplate> ChatTemplate::Detect(
+    std::string_view jinja_source) {
+  ChatTemplate t;
+  if (jinja_source.find(kImStart) != std::string_view::npos) {
+    t.kind_ = ChatTemplateKind::kChatMl;
+    t.default_system_prompt_ = FindDefaultSystemPrompt(
+        jinja_source, absl::StrCat(kImStart, "system"), "\n", kImEnd);
+    return t;
+  }
+  if (jinja_source.find(kStartHeader) != std::string_view::npos) {
+    t.kind_ = ChatTemplateKind::kLlama3;
+    t.default_system_prompt_ = FindDefaultSystemPrompt(
+        jinja_source, absl::StrCat(kStartHeader, "system", kEndHeader), "\n\n",
+        kEotId);
+    return t;
+  }
+  return absl::InvalidArgumentError(
+      "unrecognised chat template (neither ChatML nor Llama 3); pick one by "
+      "name with the chat template override");
+}
+
+absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name) {
+  ChatTemplate t;
+  if (name == "chatml") {
+    t.kind_ = ChatTemplateKind::kChatMl;
+  } else if (name == "llama3") {
+    t.kind_ = ChatTemplateKind::kLlama3;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown chat template '", Sv(name), "' (known: chatml, llama3)"));
+  }
+  return t;
+}
+
+std::string_view ChatTemplate::name() const {
+  return kind_ == ChatTemplateKind::kChatMl ? "chatml" : "llama3";
+}
+
+std::string_view ChatTemplate::end_of_turn() const {
+  return kind_ == ChatTemplateKind::kChatMl ? kImEnd : kEotId;
+}
+
+std::string ChatTemplate::Render(std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt) const {
+  // The templates inject their default system prompt inside the message
+  // loop, so an empty conversation gets none.
+  std::optional<ChatMessage> default_system;
+  if (!messages.empty() && messages[0].role != "system" &&
+      !default_system_prompt_.empty()) {
+    default_system = ChatMessage{"system", default_system_prompt_};
+  }
+  std::string out;
+  bool first = true;
+  auto render_one = [&](const ChatMessage& m) {
+    if (kind_ == ChatTemplateKind::kChatMl) {
+      absl::StrAppend(&out, kImStart, m.role, "\n", m.content, kImEnd, "\n");
+    } else {
+      if (first) out += kBeginOfText;
+      absl::StrAppend(&out, kStartHeader, m.role, kEndHeader, "\n\n",
+                      Sv(PythonStrip(m.content)), kEotId);
+    }
+    first = false;
+  };
+  if (default_system) render_one(*default_system);
+  for (const ChatMessage& m : messages) render_one(m);
+  if (add_generation_prompt) {
+    if (kind_ == ChatTemplateKind::kChatMl) {
+      absl::StrAppend(&out, kImStart, "assistant\n");
+    } else {
+      absl::StrAppend(&out, kStartHeader, "assistant", kEndHeader, "\n\n");
+    }
+  }
+  return out;
+}
+
+}  // namespace kvsession::runtime

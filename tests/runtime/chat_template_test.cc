@@ -1,0 +1,201 @@
+#include "runtime/chat_template.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvsession::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// tokenizer.chat_template of SmolLM2-135M-Instruct, verbatim (the "\n"
+// inside its Jinja strings are real newlines in the GGUF).
+constexpr char kSmolLm2Template[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] "
+    "!= 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant "
+    "named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif "
+    "%}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|im_start|>assistant\n' }}{% endif %}";
+
+// Qwen2-Instruct's template, written with Jinja escapes ("\\n") as in a
+// .jinja file.
+constexpr char kQwen2Template[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] "
+    "!= 'system' %}{{ '<|im_start|>system\\nYou are a helpful "
+    "assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + "
+    "message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|im_start|>assistant\\n' }}{% endif %}";
+
+// Plain ChatML: system messages come only from the caller.
+constexpr char kChatMlTemplate[] =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + "
+    "'\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+    "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+constexpr char kLlama3Template[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% "
+    "set content = '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% "
+    "if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif "
+    "%}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+constexpr char kSmolSystem[] =
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+    "trained by Hugging Face<|im_end|>\n";
+
+ChatTemplate MustDetect(std::string_view src) {
+  auto t = ChatTemplate::Detect(src);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *t : ChatTemplate();
+}
+
+TEST(ChatTemplateTest, DetectsSmolLm2AndItsDefaultSystemPrompt) {
+  ChatTemplate t = MustDetect(kSmolLm2Template);
+  EXPECT_EQ(t.kind(), ChatTemplateKind::kChatMl);
+  EXPECT_EQ(t.name(), "chatml");
+  EXPECT_EQ(t.end_of_turn(), "<|im_end|>");
+  EXPECT_EQ(t.default_system_prompt(),
+            "You are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face");
+}
+
+TEST(ChatTemplateTest, DetectsEscapedDefaultSystemPrompt) {
+  EXPECT_EQ(MustDetect(kQwen2Template).default_system_prompt(),
+            "You are a helpful assistant.");
+  EXPECT_EQ(MustDetect(kChatMlTemplate).default_system_prompt(), "");
+}
+
+TEST(ChatTemplateTest, SkipsLiteralsThatEndBeforeTheEndOfTurn) {
+  // Qwen2.5 style: the tools branch opens the system turn in one literal
+  // and appends the caller's content; the default sits in a later literal.
+  constexpr char kQwen25Like[] =
+      "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if "
+      "messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}{%- "
+      "else %}{{- 'You are Qwen.' }}{%- endif %}{%- else %}{%- if "
+      "messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + "
+      "messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}{{- "
+      "\"<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
+      "You are a \\\"helpful\\\" assistant.<|im_end|>\\n\" }}{%- endif "
+      "%}{%- endif %}";
+  EXPECT_EQ(MustDetect(kQwen25Like).default_system_prompt(),
+            "You are Qwen, created by Alibaba Cloud. You are a \"helpful\" "
+            "assistant.");
+}
+
+TEST(ChatTemplateTest, DetectsLlama3) {
+  ChatTemplate t = MustDetect(kLlama3Template);
+  EXPECT_EQ(t.kind(), ChatTemplateKind::kLlama3);
+  EXPECT_EQ(t.name(), "llama3");
+  EXPECT_EQ(t.end_of_turn(), "<|eot_id|>");
+  EXPECT_EQ(t.default_system_prompt(), "");
+}
+
+TEST(ChatTemplateTest, RejectsUnknownTemplates) {
+  auto t = ChatTemplate::Detect("{{ bos_token }}{% for m in messages %}[INST]");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChatTemplate::Detect("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Expected strings below were rendered with jinja2 from the templates above.
+TEST(ChatTemplateTest, SmolLm2RendersLikeJinja) {
+  ChatTemplate t = MustDetect(kSmolLm2Template);
+  std::vector<ChatMessage> user = {{"user", "Hi"}};
+  EXPECT_EQ(t.Render(user, false),
+            std::string(kSmolSystem) + "<|im_start|>user\nHi<|im_end|>\n");
+  EXPECT_EQ(t.Render(user, true), std::string(kSmolSystem) +
+                                      "<|im_start|>user\nHi<|im_end|>\n"
+                                      "<|im_start|>assistant\n");
+  std::vector<ChatMessage> with_system = {{"system", "Be brief."},
+                                          {"user", "Hi"}};
+  EXPECT_EQ(t.Render(with_system, true),
+            "<|im_start|>system\nBe brief.<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  std::vector<ChatMessage> turns = {{"user", "Hi"},
+                                    {"assistant", "Hello! How can I help?"},
+                                    {"user", " two\n"}};
+  EXPECT_EQ(t.Render(turns, true),
+            std::string(kSmolSystem) +
+                "<|im_start|>user\nHi<|im_end|>\n"
+                "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n"
+                "<|im_start|>user\n two\n<|im_end|>\n<|im_start|>assistant\n");
+  // No messages: the default system prompt lives inside the message loop.
+  EXPECT_EQ(t.Render({}, false), "");
+  EXPECT_EQ(t.Render({}, true), "<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateTest, Llama3RendersLikeJinja) {
+  ChatTemplate t = MustDetect(kLlama3Template);
+  std::vector<ChatMessage> turns = {{"user", "Hi"},
+                                    {"assistant", "Hello! How can I help?"},
+                                    {"user", " two\n"}};
+  EXPECT_EQ(t.Render(turns, true),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi"
+            "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            "Hello! How can I help?<|eot_id|><|start_header_id|>user"
+            "<|end_header_id|>\n\ntwo<|eot_id|><|start_header_id|>assistant"
+            "<|end_header_id|>\n\n");
+  std::vector<ChatMessage> system = {{"system", "Be brief."}, {"user", "Hi"}};
+  EXPECT_EQ(t.Render(system, false),
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+            "Be brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hi<|eot_id|>");
+  // `trim` strips Unicode whitespace (ideographic space, NBSP) like Python.
+  std::vector<ChatMessage> spaces = {{"user", "\xE3\x80\x80 x \xC2\xA0\n"}};
+  EXPECT_EQ(t.Render(spaces, false),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+            "x<|eot_id|>");
+  std::vector<ChatMessage> blank = {{"user", " \n\t"}};
+  EXPECT_EQ(t.Render(blank, false),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+            "<|eot_id|>");
+  EXPECT_EQ(t.Render({}, true),
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplateTest, RenderingIsPrefixStable) {
+  std::vector<ChatMessage> conv = {
+      {"user", "a"}, {"assistant", "b "}, {"user", " c"}, {"assistant", "d"}};
+  for (const char* src : {kSmolLm2Template, kLlama3Template}) {
+    ChatTemplate t = MustDetect(src);
+    for (size_t n = 0; n <= conv.size(); ++n) {
+      std::span<const ChatMessage> head(conv.data(), n);
+      std::string full = t.Render(conv, false);
+      EXPECT_THAT(full, StartsWith(t.Render(head, false))) << src << n;
+      // With the generation prompt the head is the prompt a completion
+      // continues: the next assistant turn extends it.
+      if (n < conv.size() && conv[n].role == "assistant") {
+        EXPECT_THAT(full, StartsWith(t.Render(head, true))) << src << n;
+      }
+    }
+  }
+}
+
+TEST(ChatTemplateTest, FromNameOverrides) {
+  auto chatml = ChatTemplate::FromName("chatml");
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_EQ(chatml->kind(), ChatTemplateKind::kChatMl);
+  EXPECT_EQ(chatml->default_system_prompt(), "");
+  std::vector<ChatMessage> user = {{"user", "Hi"}};
+  EXPECT_EQ(chatml->Render(user, true),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  auto llama3 = ChatTemplate::FromName("llama3");
+  ASSERT_TRUE(llama3.ok());
+  EXPECT_EQ(llama3->kind(), ChatTemplateKind::kLlama3);
+  EXPECT_EQ(llama3->Render(user, false),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hi<|eot_id|>");
+  auto bad = ChatTemplate::FromName("mistral");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("mistral"));
+}
+
+}  // namespace
+}  // namespace kvsession::runtime
