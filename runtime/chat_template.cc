@@ -187,24 +187,43 @@ std::string_view ChatTemplate::end_of_turn() const {
   return kind_ == ChatTemplateKind::kChatMl ? kImEnd : kEotId;
 }
 
-std::string ChatTemplate::Render(std::span<const ChatMessage> messages,
-                                 bool add_generation_prompt) const {
+std::string_view ChatTemplate::turn_separator() const {
+  return kind_ == ChatTemplateKind::kChatMl ? "\n" : "";
+}
+
+std::vector<ChatSegment> ChatTemplate::RenderSegments(
+    std::span<const ChatMessage> messages, bool add_generation_prompt,
+    bool first_turn) const {
   // The templates inject their default system prompt inside the message
   // loop, so an empty conversation gets none.
   std::optional<ChatMessage> default_system;
-  if (!messages.empty() && messages[0].role != "system" &&
+  if (first_turn && !messages.empty() && messages[0].role != "system" &&
       !default_system_prompt_.empty()) {
     default_system = ChatMessage{"system", default_system_prompt_};
   }
-  std::string out;
-  bool first = true;
+  std::vector<ChatSegment> out;
+  auto text = [&](std::string t) {
+    if (t.empty()) return;
+    if (!out.empty() && !out.back().is_content) {
+      out.back().text += t;
+    } else {
+      out.push_back({std::move(t), false});
+    }
+  };
+  auto content = [&](std::string_view c) {
+    if (!c.empty()) out.push_back({std::string(c), true});
+  };
+  bool first = first_turn;
   auto render_one = [&](const ChatMessage& m) {
     if (kind_ == ChatTemplateKind::kChatMl) {
-      absl::StrAppend(&out, kImStart, m.role, "\n", m.content, kImEnd, "\n");
+      text(absl::StrCat(kImStart, m.role, "\n"));
+      content(m.content);
+      text(absl::StrCat(kImEnd, "\n"));
     } else {
-      if (first) out += kBeginOfText;
-      absl::StrAppend(&out, kStartHeader, m.role, kEndHeader, "\n\n",
-                      Sv(PythonStrip(m.content)), kEotId);
+      if (first) text(kBeginOfText);
+      text(absl::StrCat(kStartHeader, m.role, kEndHeader, "\n\n"));
+      content(PythonStrip(m.content));
+      text(kEotId);
     }
     first = false;
   };
@@ -212,10 +231,19 @@ std::string ChatTemplate::Render(std::span<const ChatMessage> messages,
   for (const ChatMessage& m : messages) render_one(m);
   if (add_generation_prompt) {
     if (kind_ == ChatTemplateKind::kChatMl) {
-      absl::StrAppend(&out, kImStart, "assistant\n");
+      text(absl::StrCat(kImStart, "assistant\n"));
     } else {
-      absl::StrAppend(&out, kStartHeader, "assistant", kEndHeader, "\n\n");
+      text(absl::StrCat(kStartHeader, "assistant", kEndHeader, "\n\n"));
     }
+  }
+  return out;
+}
+
+std::string ChatTemplate::Render(std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt) const {
+  std::string out;
+  for (const ChatSegment& s : RenderSegments(messages, add_generation_prompt)) {
+    out += s.text;
   }
   return out;
 }

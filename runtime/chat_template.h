@@ -21,6 +21,13 @@ struct ChatMessage {
 
 enum class ChatTemplateKind { kChatMl, kLlama3 };
 
+// A piece of rendered text: template text (may hold control tokens) or a
+// message's content (never parsed for control tokens).
+struct ChatSegment {
+  std::string text;
+  bool is_content = false;
+};
+
 class ChatTemplate {
  public:
   // Recognises the template from its Jinja source; default_system_prompt is
@@ -34,6 +41,10 @@ class ChatTemplate {
   const std::string& default_system_prompt() const {
     return default_system_prompt_;
   }
+  // Replaces (or, with "", disables) the default system prompt.
+  void set_default_system_prompt(std::string prompt) {
+    default_system_prompt_ = std::move(prompt);
+  }
 
   // Renders the conversation. When the first message is not a system message
   // and the template has a default system prompt, it is inserted. With
@@ -42,6 +53,15 @@ class ChatTemplate {
   // add_generation_prompt is false.
   std::string Render(std::span<const ChatMessage> messages,
                      bool add_generation_prompt) const;
+  // The same text in segments. first_turn=false renders messages that
+  // continue a conversation: no default system prompt and no
+  // begin-of-text marker.
+  std::vector<ChatSegment> RenderSegments(std::span<const ChatMessage> messages,
+                                          bool add_generation_prompt,
+                                          bool first_turn = true) const;
+  // Text between an assistant turn's end_of_turn() and the next message
+  // ("\n" in ChatML, nothing in Llama 3).
+  std::string_view turn_separator() const;
   // Text that ends an assistant turn in this template ("<|im_end|>",
   // "<|eot_id|>").
   std::string_view end_of_turn() const;

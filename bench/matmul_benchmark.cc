@@ -1,0 +1,156 @@
+// MatMul throughput on the default model's shapes (SmolLM2-135M): Q4_1
+// projections and the Q8_0 output head, decode (1 token) and prefill (512).
+// items_per_second counts multiply-accumulates (rows * cols * tokens).
+//
+//   kvsession-matmul-benchmark --benchmark_filter=...
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/ggml_type.h"
+
+namespace kvsession::kernels {
+namespace {
+
+struct Matrix {
+  std::vector<uint8_t> bytes;
+  WeightView view;
+};
+
+Matrix MakeMatrix(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
+  const size_t row_bytes = *TensorBytes(type, cols);
+  Matrix m;
+  m.bytes.resize(row_bytes * static_cast<size_t>(rows));
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& f : row) f = dist(rng);
+    QuantizeRow(type, row.data(), m.bytes.data() + row_bytes * r, cols);
+  }
+  m.view = {type, m.bytes.data(), rows, cols, row_bytes};
+  return m;
+}
+
+std::vector<float> Activations(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& f : x) f = dist(rng);
+  return x;
+}
+
+// Args: type, rows, cols, n_tokens, threads.
+void BM_MatMul(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  const int64_t n_tokens = state.range(3);
+  const CpuExec exec{static_cast<int>(state.range(4))};
+  const Matrix m = MakeMatrix(type, rows, cols, 1);
+  const std::vector<float> x = Activations(n_tokens * cols, 2);
+  std::vector<float> out(static_cast<size_t>(n_tokens * rows));
+  for (auto _ : state) {
+    MatMul(m.view, x.data(), n_tokens, out.data(), exec);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * rows * cols * n_tokens);
+  state.SetLabel(TypeName(type));
+}
+
+void MatMulArgs(benchmark::internal::Benchmark* b) {
+  const int64_t q41 = static_cast<int64_t>(GgmlType::kQ4_1);
+  const int64_t q80 = static_cast<int64_t>(GgmlType::kQ8_0);
+  const int64_t shapes[][3] = {{q41, 576, 576},
+                               {q41, 192, 576},
+                               {q41, 1536, 576},
+                               {q41, 576, 1536},
+                               {q80, 49152, 576}};
+  b->ArgNames({"type", "rows", "cols", "tokens", "threads"});
+  for (const auto& s : shapes) {
+    for (int64_t tokens : {1, 512}) {
+      for (int64_t threads : {1, 2}) {
+        b->Args({s[0], s[1], s[2], tokens, threads});
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
+
+// One decode step's matmuls over all 30 layers plus the head, every layer
+// with its own weights (~96 MB) so they stream from memory as in a real
+// forward pass. Reports the time per token.
+void BM_DecodeModel(benchmark::State& state) {
+  constexpr int kLayers = 30;
+  constexpr int64_t kDim = 576, kKv = 192, kFf = 1536, kVocab = 49152;
+  const CpuExec exec{static_cast<int>(state.range(0))};
+  std::vector<Matrix> layers;
+  for (int l = 0; l < kLayers; ++l) {
+    const uint32_t s = 100u * static_cast<uint32_t>(l);
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kDim, kDim, s + 1));  // q
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kKv, kDim, s + 2));   // k
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kKv, kDim, s + 3));   // v
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kDim, kDim, s + 4));  // o
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kFf, kDim, s + 5));   // gate
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kFf, kDim, s + 6));   // up
+    layers.push_back(MakeMatrix(GgmlType::kQ4_1, kDim, kFf, s + 7));   // down
+  }
+  const Matrix head = MakeMatrix(GgmlType::kQ8_0, kVocab, kDim, 9);
+  const std::vector<float> x = Activations(kFf, 3);
+  std::vector<float> out(kVocab);
+  int64_t macs = head.view.rows * head.view.cols;
+  for (const Matrix& m : layers) macs += m.view.rows * m.view.cols;
+  for (auto _ : state) {
+    for (const Matrix& m : layers) {
+      MatMul(m.view, x.data(), 1, out.data(), exec);
+    }
+    MatMul(head.view, x.data(), 1, out.data(), exec);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * macs);
+}
+BENCHMARK(BM_DecodeModel)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// One layer's seven Q4_1 projections over a 512-token prefill.
+void BM_PrefillLayer(benchmark::State& state) {
+  constexpr int64_t kTokens = 512;
+  const CpuExec exec{static_cast<int>(state.range(0))};
+  const Matrix ms[] = {MakeMatrix(GgmlType::kQ4_1, 576, 576, 1),
+                       MakeMatrix(GgmlType::kQ4_1, 192, 576, 2),
+                       MakeMatrix(GgmlType::kQ4_1, 192, 576, 3),
+                       MakeMatrix(GgmlType::kQ4_1, 576, 576, 4),
+                       MakeMatrix(GgmlType::kQ4_1, 1536, 576, 5),
+                       MakeMatrix(GgmlType::kQ4_1, 1536, 576, 6),
+                       MakeMatrix(GgmlType::kQ4_1, 576, 1536, 7)};
+  const std::vector<float> x = Activations(kTokens * 1536, 8);
+  std::vector<float> out(static_cast<size_t>(kTokens * 1536));
+  int64_t macs = 0;
+  for (const Matrix& m : ms) macs += m.view.rows * m.view.cols * kTokens;
+  for (auto _ : state) {
+    for (const Matrix& m : ms)
+      MatMul(m.view, x.data(), kTokens, out.data(), exec);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * macs);
+  // Tokens per second of 30 such layers (the model's matmuls minus the head).
+  state.counters["model_tok_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * kTokens / 30.0,
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PrefillLayer)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace kvsession::kernels
+
+BENCHMARK_MAIN();

@@ -1,0 +1,502 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <optional>
+#include <span>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/check.h"
+
+namespace kvsession::runtime {
+
+struct Engine::Sequence {
+  enum class Phase { kPrefill, kDecode, kFlush };
+
+  TurnRequest req;
+  std::shared_ptr<TurnObserver> observer;
+  std::shared_ptr<TurnHandle> handle;
+  std::string store_id;
+  bool anonymous = false;
+  absl::Time arrival;
+  std::chrono::steady_clock::time_point start;
+
+  // Prompt, then generated tokens. tokens[0, computed) have KV in the store;
+  // at most the last sampled token is still without.
+  std::vector<int32_t> tokens;
+  int32_t computed = 0;
+  Phase phase = Phase::kPrefill;
+  std::optional<Sampler> sampler;
+  std::optional<StreamingDetokenizer> detok;
+  std::optional<StopMatcher> stop;
+  absl::Status final_status;
+  TurnResult result;
+  bool first_token = true;
+  bool done = false;  // finish at the end of this step
+};
+
+Engine::Engine(ModelBundle* bundle, const Options& options)
+    : bundle_(bundle), options_(options) {}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle* bundle,
+                                                       const Options& options) {
+  if (options.block_size <= 0 || options.max_batch_tokens <= 0 ||
+      options.max_running <= 0 || options.max_running > options.max_batch_tokens) {
+    return absl::InvalidArgumentError(
+        "engine: block_size, max_batch_tokens and max_running must be "
+        "positive, max_running <= max_batch_tokens");
+  }
+  std::unique_ptr<Engine> e(new Engine(bundle, options));
+  e->clock_ = options.clock != nullptr ? options.clock
+                                        : session_store::SystemClock::Get();
+  const ModelConfig& c = bundle->model->config();
+  e->kv_.block_size = options.block_size;
+  e->kv_.n_layers = c.n_layers;
+  e->kv_.n_kv_heads = c.n_kv_heads;
+  e->kv_.head_dim = c.head_dim;
+  const int64_t block_bytes = e->kv_block_bytes();
+  const int64_t n_blocks = options.kv_device_bytes / block_bytes;
+  if (n_blocks < 1 || n_blocks > (1 << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine: --kv_device_bytes ", options.kv_device_bytes,
+        " holds no KV block of ", block_bytes, " bytes"));
+  }
+  e->kv_.num_blocks = static_cast<int32_t>(n_blocks);
+  absl::StatusOr<std::unique_ptr<kernels::Buffer>> arena =
+      bundle->backend->Allocate(static_cast<size_t>(n_blocks * block_bytes));
+  if (!arena.ok()) return arena.status();
+  e->arena_ = *std::move(arena);
+  e->kv_.base = e->arena_->as<uint16_t>();
+
+  session_store::SessionStore::Options so;
+  so.block_size = options.block_size;
+  so.num_device_blocks = e->kv_.num_blocks;
+  so.block_bytes = block_bytes;
+  so.max_sessions = options.max_sessions;
+  so.idle_ttl = options.idle_ttl;
+  so.clock = e->clock_;
+  absl::StatusOr<std::unique_ptr<session_store::SessionStore>> store =
+      session_store::SessionStore::Create(so);
+  if (!store.ok()) return store.status();
+  e->store_ = *std::move(store);
+  e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
+  return e;
+}
+
+Engine::~Engine() { Stop(); }
+
+int64_t Engine::kv_block_bytes() const {
+  return kv_.BlockElems() * static_cast<int64_t>(sizeof(uint16_t));
+}
+
+std::shared_ptr<TurnHandle> Engine::Submit(
+    TurnRequest request, std::shared_ptr<TurnObserver> observer) {
+  auto seq = std::make_unique<Sequence>();
+  seq->handle = std::make_shared<TurnHandle>();
+  seq->req = std::move(request);
+  seq->observer = std::move(observer);
+  seq->arrival = clock_->Now();
+  seq->start = std::chrono::steady_clock::now();
+  std::shared_ptr<TurnHandle> handle = seq->handle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(Task{std::move(seq), nullptr});
+      ++stats_.queue_depth;
+      cv_.notify_one();
+      return handle;
+    }
+  }
+  seq->observer->OnDone(absl::UnavailableError("the server is shutting down"),
+                        seq->result);
+  return handle;
+}
+
+void Engine::RunOnEngine(std::function<void()> fn) {
+  std::promise<void> done;
+  std::future<void> f = done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      fn();  // the thread is gone or going; the store is ours now
+      return;
+    }
+    queue_.push_back(Task{nullptr, [&] {
+                            fn();
+                            done.set_value();
+                          }});
+    cv_.notify_one();
+  }
+  f.wait();
+}
+
+absl::StatusOr<session_store::SessionInfo> Engine::GetSession(
+    const std::string& id) {
+  absl::StatusOr<session_store::SessionInfo> out;
+  RunOnEngine([&] { out = store_->GetInfo(id); });
+  return out;
+}
+
+absl::StatusOr<session_store::SessionPage> Engine::ListSessions(
+    int32_t page_size, const std::string& page_token) {
+  absl::StatusOr<session_store::SessionPage> out;
+  RunOnEngine([&] { out = store_->List(page_size, page_token); });
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> Engine::SessionTokens(
+    const std::string& id) {
+  absl::StatusOr<std::vector<int32_t>> out;
+  RunOnEngine([&] {
+    if (store_->Contains(id)) {
+      out = store_->tokens(id);
+    } else {
+      out = absl::NotFoundError(absl::StrCat("session '", id, "' not found"));
+    }
+  });
+  return out;
+}
+
+absl::StatusOr<int32_t> Engine::DeleteSession(const std::string& id) {
+  absl::StatusOr<int32_t> out;
+  RunOnEngine([&] {
+    absl::StatusOr<session_store::SessionInfo> info = store_->GetInfo(id);
+    if (!info.ok()) {
+      out = info.status();
+      return;
+    }
+    if (absl::Status s = store_->Delete(id); !s.ok()) {
+      out = s;
+      return;
+    }
+    out = info->num_blocks;
+  });
+  return out;
+}
+
+EngineStats Engine::Stats() {
+  EngineStats out;
+  RunOnEngine([&] {
+    out = stats_;
+    out.running_sequences = static_cast<int32_t>(active_.size());
+    out.store = store_->Stats();
+  });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    out.queue_depth = static_cast<int32_t>(queue_.size());
+  }
+  return out;
+}
+
+void Engine::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::deque<Task> tasks;
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stopping_ || !queue_.empty() || !active_.empty();
+      });
+      stopping = stopping_;
+      // Admit new turns only while there is room; calls always run.
+      while (!queue_.empty()) {
+        Task& t = queue_.front();
+        if (t.turn != nullptr && !stopping &&
+            active_.size() + tasks.size() >=
+                static_cast<size_t>(options_.max_running)) {
+          break;
+        }
+        tasks.push_back(std::move(t));
+        queue_.pop_front();
+      }
+      stats_.queue_depth = static_cast<int32_t>(queue_.size());
+    }
+    for (Task& t : tasks) {
+      if (t.call) {
+        t.call();
+      } else if (stopping) {
+        t.turn->observer->OnDone(
+            absl::CancelledError("the server is shutting down"),
+            t.turn->result);
+      } else {
+        Admit(std::move(t.turn));
+      }
+    }
+    if (stopping) {
+      for (auto& seq : active_) {
+        Finish(*seq, absl::CancelledError("the server is shutting down"));
+      }
+      active_.clear();
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Task& t : queue_) {
+        if (t.call) {
+          t.call();
+        } else {
+          t.turn->observer->OnDone(
+              absl::CancelledError("the server is shutting down"),
+              t.turn->result);
+        }
+      }
+      queue_.clear();
+      return;
+    }
+    store_->ExpireIdle();
+    if (!active_.empty()) Step();
+    if (options_.check_invariants) KVS_CHECK_OK(store_->CheckInvariants());
+  }
+}
+
+void Engine::Admit(std::unique_ptr<Sequence> seq) {
+  TurnRequest& req = seq->req;
+  const ModelConfig& c = bundle_->model->config();
+  seq->result.session_id = req.session_id;
+  seq->anonymous = req.session_id.empty() || !req.use_cache;
+  seq->store_id = seq->anonymous
+                      ? absl::StrCat("\x01turn-", ++anonymous_counter_)
+                      : req.session_id;
+
+  // Build the full token sequence of this turn.
+  std::vector<int32_t> tokens;
+  if (req.append && !req.session_id.empty()) {
+    // The no-cache baseline reads the history but never changes it.
+    if (store_->Contains(req.session_id)) {
+      tokens = store_->tokens(req.session_id);
+    } else if (!req.create_session) {
+      seq->observer->OnDone(
+          absl::NotFoundError(absl::StrCat("session '", req.session_id,
+                                           "' does not exist")),
+          seq->result);
+      return;
+    }
+    if (tokens.empty()) {
+      tokens = std::move(req.first_turn_tokens);
+    } else {
+      const bool closed = bundle_->tokenizer->IsEndOfGeneration(tokens.back());
+      const std::vector<int32_t>& glue =
+          closed ? req.turn_separator : req.close_turn;
+      tokens.insert(tokens.end(), glue.begin(), glue.end());
+      tokens.insert(tokens.end(), req.tokens.begin(), req.tokens.end());
+    }
+  } else {
+    tokens = std::move(req.tokens);
+  }
+  if (tokens.empty()) {
+    seq->observer->OnDone(absl::InvalidArgumentError("the prompt is empty"),
+                          seq->result);
+    return;
+  }
+  if (tokens.size() >= static_cast<size_t>(c.context_length)) {
+    seq->observer->OnDone(
+        absl::OutOfRangeError(absl::StrCat(
+            "the prompt has ", tokens.size(),
+            " tokens; the context window is ", c.context_length,
+            " and at least one token must be generated")),
+        seq->result);
+    return;
+  }
+  absl::StatusOr<session_store::TurnPlan> plan = store_->BeginTurn(
+      seq->store_id, tokens, seq->anonymous || req.create_session);
+  if (!plan.ok()) {
+    seq->observer->OnDone(plan.status(), seq->result);
+    return;
+  }
+  seq->tokens = std::move(tokens);
+  seq->computed = plan->reused_tokens;
+  seq->result.prompt_tokens = static_cast<int32_t>(seq->tokens.size());
+  seq->result.cached_tokens = plan->reused_tokens;
+  seq->result.cached_tier =
+      plan->reused_tokens > 0 ? CacheTier::kDevice : CacheTier::kNone;
+  seq->result.prefilled_tokens =
+      seq->result.prompt_tokens - seq->result.cached_tokens;
+  stats_.prompt_tokens += seq->result.prompt_tokens;
+  stats_.cached_tokens_device += seq->result.cached_tokens;
+  seq->sampler.emplace(req.sampling);
+  seq->detok.emplace(*bundle_->tokenizer);
+  seq->stop.emplace(req.stop);
+  seq->phase = Sequence::Phase::kPrefill;
+  active_.push_back(std::move(seq));
+}
+
+bool Engine::Step() {
+  using Phase = Sequence::Phase;
+  const absl::Time now = clock_->Now();
+  // Cancellation and deadlines: the tokens already streamed stay in the
+  // session, so a decoding sequence still flushes its last token's KV.
+  for (auto& s : active_) {
+    Sequence& seq = *s;
+    if (seq.done || !(seq.handle->cancelled() || now > seq.req.deadline)) {
+      continue;
+    }
+    seq.final_status = seq.handle->cancelled()
+                           ? absl::CancelledError("cancelled by the client")
+                           : absl::DeadlineExceededError("deadline exceeded");
+    seq.result.cancelled = true;
+    if (seq.phase == Phase::kDecode && !seq.anonymous) {
+      seq.phase = Phase::kFlush;
+    } else if (seq.phase != Phase::kFlush) {
+      seq.done = true;
+    }
+  }
+
+  // Decode and flush tokens first, then prefill chunks in arrival order.
+  struct Part {
+    Sequence* seq;
+    int32_t n;
+    LogitsMode logits;
+  };
+  std::vector<Part> parts;
+  int32_t budget = options_.max_batch_tokens;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (auto& s : active_) {
+      Sequence& seq = *s;
+      const bool decoding = seq.phase != Phase::kPrefill;
+      if (seq.done || (pass == 0) != decoding || budget == 0) continue;
+      const int32_t remaining =
+          static_cast<int32_t>(seq.tokens.size()) - seq.computed;
+      const int32_t n = std::min(remaining, budget);
+      if (n <= 0) continue;
+      if (absl::Status st = store_->Reserve(seq.store_id, seq.computed + n);
+          !st.ok()) {
+        // A flush that finds no room only loses the last token's KV; the
+        // next turn recomputes it.
+        if (seq.phase != Phase::kFlush) seq.final_status = st;
+        seq.done = true;
+        continue;
+      }
+      const bool last = n == remaining;
+      parts.push_back({&seq, n,
+                       seq.phase == Phase::kFlush || !last ? LogitsMode::kNone
+                                                           : LogitsMode::kLast});
+      budget -= n;
+    }
+  }
+  std::vector<SequenceChunk> chunks;
+  chunks.reserve(parts.size());
+  for (const Part& p : parts) {
+    SequenceChunk c;
+    c.tokens = std::span<const int32_t>(p.seq->tokens)
+                   .subspan(p.seq->computed, p.n);
+    c.start_pos = p.seq->computed;
+    c.block_table = store_->block_table(p.seq->store_id);
+    c.logits = p.logits;
+    chunks.push_back(c);
+  }
+  if (!chunks.empty()) {
+    absl::Status st = bundle_->model->Forward(chunks, kv_, &logits_);
+    KVS_CHECK(st.ok()) << "forward failed on validated input: " << st;
+  }
+
+  const int32_t vocab = bundle_->model->config().vocab_size;
+  size_t row = 0;
+  for (const Part& p : parts) {
+    Sequence& seq = *p.seq;
+    KVS_CHECK_OK(store_->Commit(
+        seq.store_id,
+        std::span<const int32_t>(seq.tokens).subspan(seq.computed, p.n)));
+    seq.computed += p.n;
+    if (seq.phase == Phase::kFlush) {
+      seq.done = true;
+      continue;
+    }
+    if (p.logits != LogitsMode::kLast) continue;
+    const std::span<const float> row_logits(logits_.data() + row * vocab,
+                                            vocab);
+    ++row;
+    const int32_t token = seq.sampler->Sample(row_logits, seq.tokens);
+    seq.tokens.push_back(token);
+    ++seq.result.generated_tokens;
+    ++stats_.generated_tokens;
+    EmitToken(seq, token);
+  }
+  for (auto& s : active_) {
+    if (s->done) {
+      Finish(*s, s->final_status);
+      s.reset();
+    }
+  }
+  std::erase_if(active_, [](const auto& s) { return s == nullptr; });
+  return true;
+}
+
+void Engine::EmitToken(Sequence& seq, int32_t token) {
+  const ModelConfig& c = bundle_->model->config();
+  const TurnRequest& req = seq.req;
+  const bool eog =
+      !req.ignore_eos && bundle_->tokenizer->IsEndOfGeneration(token);
+  std::string text;
+  if (!eog) text = seq.stop->Push(seq.detok->Push(token));
+  if (seq.first_token) {
+    seq.first_token = false;
+    seq.result.ttft_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                      seq.start)
+            .count();
+  }
+  std::optional<FinishReason> finish;
+  if (eog || seq.stop->stopped()) {
+    finish = FinishReason::kStop;
+  } else if (seq.result.generated_tokens >= req.max_tokens) {
+    finish = FinishReason::kLength;
+  } else if (seq.tokens.size() >= static_cast<size_t>(c.context_length)) {
+    finish = FinishReason::kContext;
+  }
+  if (finish.has_value() && !seq.stop->stopped()) {
+    text += seq.stop->Push(seq.detok->Flush());
+    if (!seq.stop->stopped()) text += seq.stop->Flush();
+  }
+  const int32_t one[] = {token};
+  seq.observer->OnDelta(text, one);
+  if (finish.has_value()) {
+    seq.result.finish = *finish;
+    // The last token's KV is computed in one more step (flush) so that the
+    // next turn continues from a complete history.
+    seq.phase = Sequence::Phase::kFlush;
+    if (seq.anonymous) seq.done = true;
+    return;
+  }
+  seq.phase = Sequence::Phase::kDecode;
+  if (!req.use_cache) {
+    // No-cache baseline: forget all KV and recompute everything next step.
+    store_->EndTurn(seq.store_id);
+    KVS_CHECK_OK(store_->Delete(seq.store_id));
+    absl::StatusOr<session_store::TurnPlan> plan =
+        store_->BeginTurn(seq.store_id, seq.tokens, /*create_if_missing=*/true);
+    if (!plan.ok()) {
+      seq.final_status = plan.status();
+      seq.done = true;
+      return;
+    }
+    seq.computed = 0;
+    seq.phase = Sequence::Phase::kPrefill;
+  }
+}
+
+void Engine::Finish(Sequence& seq, const absl::Status& status) {
+  if (seq.anonymous) {
+    store_->EndTurn(seq.store_id);
+    (void)store_->Delete(seq.store_id);
+    seq.result.session_tokens = 0;
+  } else {
+    store_->EndTurn(seq.store_id);
+    seq.result.session_tokens = seq.computed;
+  }
+  seq.result.total_seconds = std::chrono::duration<double>(
+                                 std::chrono::steady_clock::now() - seq.start)
+                                 .count();
+  ++stats_.turns;
+  seq.observer->OnDone(status, seq.result);
+}
+
+}  // namespace kvsession::runtime

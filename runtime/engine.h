@@ -1,0 +1,189 @@
+// The engine: one thread owns the model and the session store and runs the
+// step loop (continuous batching with chunked prefill). Request handlers
+// only Submit() turns and receive events through a TurnObserver, which the
+// engine thread calls.
+#ifndef KVSESSION_RUNTIME_ENGINE_H_
+#define KVSESSION_RUNTIME_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/generate.h"
+#include "runtime/model_bundle.h"
+#include "runtime/sampler.h"
+#include "runtime/stop_matcher.h"
+#include "session_store/clock.h"
+#include "session_store/session_store.h"
+
+namespace kvsession::runtime {
+
+enum class CacheTier { kNone, kDevice, kHost, kRecomputed };
+
+struct TurnRequest {
+  // Empty: a one-off turn whose KV is discarded at the end.
+  std::string session_id;
+  // Append mode: `tokens` are only the new turn's tokens and follow the
+  // session's history (after `close_turn` if the history ends inside an
+  // assistant turn, else after `turn_separator`). Full mode: `tokens` are
+  // the whole conversation and the longest common prefix is reused.
+  bool append = false;
+  std::vector<int32_t> tokens;
+  // Append mode on a session without history: the first turn's rendering
+  // (it may differ, e.g. by the template's default system prompt).
+  std::vector<int32_t> first_turn_tokens;
+  std::vector<int32_t> close_turn;      // e.g. "<|im_end|>\n"
+  std::vector<int32_t> turn_separator;  // e.g. "\n" after "<|im_end|>"
+  bool create_session = true;
+  SamplingParams sampling;
+  int32_t max_tokens = 256;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  // false: nothing reused, every step recomputes the whole sequence, the
+  // session is not touched (the no-cache baseline).
+  bool use_cache = true;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct TurnResult {
+  std::string session_id;
+  FinishReason finish = FinishReason::kLength;
+  bool cancelled = false;
+  int32_t prompt_tokens = 0;
+  int32_t cached_tokens = 0;
+  CacheTier cached_tier = CacheTier::kNone;
+  int32_t prefilled_tokens = 0;
+  int32_t generated_tokens = 0;
+  double ttft_seconds = 0;
+  double total_seconds = 0;
+  double swap_in_seconds = 0;
+  int32_t session_tokens = 0;
+};
+
+// Called on the engine thread; implementations must not block.
+class TurnObserver {
+ public:
+  virtual ~TurnObserver() = default;
+  // Newly decoded text (never a partial UTF-8 character) and its tokens.
+  virtual void OnDelta(std::string_view text,
+                       std::span<const int32_t> tokens) = 0;
+  // Exactly once, last. A non-OK status means the turn failed (or was
+  // cancelled: CANCELLED / DEADLINE_EXCEEDED, with `result` describing what
+  // was streamed before).
+  virtual void OnDone(const absl::Status& status, const TurnResult& result) = 0;
+};
+
+// Lets a handler cancel its turn from any thread.
+class TurnHandle {
+ public:
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
+struct EngineStats {
+  // Counters since start, in tokens.
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens_device = 0;
+  int64_t cached_tokens_host = 0;
+  int64_t prefilled_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t turns = 0;
+  // Gauges.
+  int32_t running_sequences = 0;
+  int32_t queue_depth = 0;
+  session_store::StoreStats store;
+};
+
+class Engine {
+ public:
+  struct Options {
+    int32_t block_size = 16;
+    int64_t kv_device_bytes = 256ll << 20;
+    int32_t max_batch_tokens = 512;
+    int32_t max_running = 64;
+    int32_t max_sessions = 10000;
+    absl::Duration idle_ttl = absl::Hours(1);
+    const session_store::Clock* clock = nullptr;  // null: system clock
+    // Run CheckInvariants() on the store after every step (tests).
+    bool check_invariants = false;
+  };
+
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(ModelBundle* bundle,
+                                                        const Options& options);
+  ~Engine();
+
+  // Queues a turn. The observer gets OnDone exactly once (also when the
+  // engine stops first).
+  std::shared_ptr<TurnHandle> Submit(TurnRequest request,
+                                     std::shared_ptr<TurnObserver> observer);
+
+  absl::StatusOr<session_store::SessionInfo> GetSession(const std::string& id);
+  absl::StatusOr<session_store::SessionPage> ListSessions(
+      int32_t page_size, const std::string& page_token);
+  // The tokens whose KV the session holds.
+  absl::StatusOr<std::vector<int32_t>> SessionTokens(const std::string& id);
+  // Returns the number of blocks freed.
+  absl::StatusOr<int32_t> DeleteSession(const std::string& id);
+  EngineStats Stats();
+
+  // Cancels every queued and running turn (OnDone with CANCELLED) and stops
+  // the thread. Idempotent.
+  void Stop();
+
+  const Options& options() const { return options_; }
+  int64_t kv_block_bytes() const;
+  ModelBundle* bundle() const { return bundle_; }
+
+ private:
+  struct Sequence;
+  struct Task {
+    // Exactly one of these is set.
+    std::unique_ptr<Sequence> turn;
+    std::function<void()> call;
+  };
+
+  Engine(ModelBundle* bundle, const Options& options);
+  void Loop();
+  // Runs fn on the engine thread and waits for it.
+  void RunOnEngine(std::function<void()> fn);
+  void Admit(std::unique_ptr<Sequence> seq);
+  bool Step();
+  void Finish(Sequence& seq, const absl::Status& status);
+  void EmitToken(Sequence& seq, int32_t token);
+
+  ModelBundle* bundle_;
+  Options options_;
+  const session_store::Clock* clock_;
+  std::unique_ptr<kernels::Buffer> arena_;
+  kernels::KvCacheView kv_;
+  std::unique_ptr<session_store::SessionStore> store_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<Sequence>> active_;
+  std::vector<float> logits_;
+  int64_t anonymous_counter_ = 0;
+  EngineStats stats_;
+};
+
+}  // namespace kvsession::runtime
+
+#endif  // KVSESSION_RUNTIME_ENGINE_H_

@@ -1,0 +1,288 @@
+#include "runtime/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/check.h"
+#include "kernels/cpu/ops.h"
+#include "runtime/gguf.h"
+
+namespace kvsession::runtime {
+
+using kernels::WeightView;
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
+                                                   kernels::Backend* backend) {
+  absl::StatusOr<ModelConfig> config = ModelConfig::FromGguf(file);
+  if (!config.ok()) return config.status();
+  std::unique_ptr<Model> model(new Model(*config, backend));
+  if (absl::Status s = model->LoadWeights(file); !s.ok()) return s;
+  return model;
+}
+
+absl::StatusOr<WeightView> Model::Weight(const GgufFile& file,
+                                         const std::string& name, int64_t rows,
+                                         int64_t cols) {
+  const GgufTensorInfo* t = file.FindTensor(name);
+  if (t == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: tensor '", name, "' missing"));
+  }
+  if (t->dims.size() != 2 || t->dims[0] != cols || t->dims[1] != rows) {
+    std::string dims;
+    for (int64_t d : t->dims) absl::StrAppend(&dims, dims.empty() ? "" : ",", d);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model: tensor '", name, "' has dims [", dims, "], expected [", cols,
+        ",", rows, "]"));
+  }
+  if (!kernels::Traits(t->type).weight_type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model: tensor '", name, "' has type ", kernels::TypeName(t->type)));
+  }
+  WeightView w;
+  w.type = t->type;
+  w.data = t->data;
+  w.rows = rows;
+  w.cols = cols;
+  absl::StatusOr<uint64_t> row_bytes = kernels::TensorBytes(t->type, cols);
+  if (!row_bytes.ok()) return row_bytes.status();
+  w.row_bytes = *row_bytes;
+  weight_bytes_ += static_cast<int64_t>(t->n_bytes);
+  return backend_->PrepareWeight(w);
+}
+
+absl::StatusOr<WeightView> Model::NormWeight(const GgufFile& file,
+                                             const std::string& name) {
+  const GgufTensorInfo* t = file.FindTensor(name);
+  if (t == nullptr || t->dims.size() != 1 || t->dims[0] != config_.d_model ||
+      !kernels::Traits(t->type).weight_type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model: tensor '", name, "' missing or not [", config_.d_model, "]"));
+  }
+  // Norm weights are tiny; keep them as f32 whatever the file stores.
+  std::vector<float> host(config_.d_model);
+  kernels::DequantizeRow(t->type, t->data, host.data(), config_.d_model);
+  absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
+      backend_->Allocate(host.size() * sizeof(float));
+  if (!buf.ok()) return buf.status();
+  backend_->CopyFromHost(host.data(), (*buf)->data(),
+                         host.size() * sizeof(float));
+  WeightView w;
+  w.type = kernels::GgmlType::kF32;
+  w.data = (*buf)->data();
+  w.rows = 1;
+  w.cols = config_.d_model;
+  w.row_bytes = host.size() * sizeof(float);
+  weight_bytes_ += static_cast<int64_t>(t->n_bytes);
+  owned_.push_back(*std::move(buf));
+  return w;
+}
+
+absl::Status Model::LoadWeights(const GgufFile& file) {
+  const ModelConfig& c = config_;
+  const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
+  auto assign = [](WeightView* dst, absl::StatusOr<WeightView> w) {
+    if (w.ok()) *dst = *w;
+    return w.status();
+  };
+  if (absl::Status s = assign(&token_embd_, Weight(file, "token_embd.weight",
+                                                   c.vocab_size, c.d_model));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          assign(&output_norm_, NormWeight(file, "output_norm.weight"));
+      !s.ok()) {
+    return s;
+  }
+  if (file.FindTensor("output.weight") != nullptr) {
+    if (absl::Status s = assign(&output_, Weight(file, "output.weight",
+                                                 c.vocab_size, c.d_model));
+        !s.ok()) {
+      return s;
+    }
+  } else {
+    output_ = token_embd_;  // tied embeddings
+  }
+  layers_.resize(c.n_layers);
+  for (int32_t i = 0; i < c.n_layers; ++i) {
+    Layer& l = layers_[i];
+    const std::string p = absl::StrCat("blk.", i, ".");
+    struct Item {
+      WeightView* dst;
+      const char* name;
+      int64_t rows, cols;
+    };
+    const Item items[] = {
+        {&l.wq, "attn_q.weight", q_dim, c.d_model},
+        {&l.wk, "attn_k.weight", kv_dim, c.d_model},
+        {&l.wv, "attn_v.weight", kv_dim, c.d_model},
+        {&l.wo, "attn_output.weight", c.d_model, q_dim},
+        {&l.w_gate, "ffn_gate.weight", c.ffn_dim, c.d_model},
+        {&l.w_up, "ffn_up.weight", c.ffn_dim, c.d_model},
+        {&l.w_down, "ffn_down.weight", c.d_model, c.ffn_dim},
+    };
+    for (const Item& it : items) {
+      if (absl::Status s =
+              assign(it.dst, Weight(file, p + it.name, it.rows, it.cols));
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s =
+            assign(&l.attn_norm, NormWeight(file, p + "attn_norm.weight"));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            assign(&l.ffn_norm, NormWeight(file, p + "ffn_norm.weight"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Validate(std::span<const SequenceChunk> batch,
+                             const kernels::KvCacheView& kv) const {
+  const ModelConfig& c = config_;
+  if (kv.n_layers != c.n_layers || kv.n_kv_heads != c.n_kv_heads ||
+      kv.head_dim != c.head_dim || kv.block_size <= 0) {
+    return absl::InvalidArgumentError("model: KV view shape mismatch");
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const SequenceChunk& s = batch[i];
+    const int64_t end = int64_t{s.start_pos} + s.tokens.size();
+    if (s.tokens.empty() || s.start_pos < 0 || end > c.context_length) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model: chunk ", i, " covers positions [", s.start_pos, ", ", end,
+          "), context is ", c.context_length));
+    }
+    if (end > int64_t{kv.block_size} * s.block_table.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model: chunk ", i, " ends at position ", end, " but its ",
+          s.block_table.size(), " blocks hold ",
+          int64_t{kv.block_size} * s.block_table.size()));
+    }
+    for (int32_t b : s.block_table) {
+      if (b < 0 || b >= kv.num_blocks) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model: block id ", b, " outside the arena"));
+      }
+    }
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "model: token id ", t, " outside vocab of ", c.vocab_size));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+float* Model::Scratch(int index, int64_t n_floats) {
+  if (scratch_.size() <= static_cast<size_t>(index)) {
+    scratch_.resize(index + 1);
+  }
+  std::unique_ptr<kernels::Buffer>& b = scratch_[index];
+  const size_t bytes = static_cast<size_t>(n_floats) * sizeof(float);
+  if (b == nullptr || b->size() < bytes) {
+    absl::StatusOr<std::unique_ptr<kernels::Buffer>> nb =
+        backend_->Allocate(bytes);
+    KVS_CHECK(nb.ok()) << nb.status();
+    b = *std::move(nb);
+  }
+  return b->as<float>();
+}
+
+absl::Status Model::Forward(std::span<const SequenceChunk> batch,
+                            const kernels::KvCacheView& kv,
+                            std::vector<float>* logits) {
+  if (absl::Status s = Validate(batch, kv); !s.ok()) return s;
+  const ModelConfig& c = config_;
+  kernels::Backend& be = *backend_;
+
+  tokens_.clear();
+  positions_.clear();
+  tables_.clear();
+  logit_rows_.clear();
+  for (const SequenceChunk& s : batch) {
+    const int32_t n = static_cast<int32_t>(s.tokens.size());
+    for (int32_t i = 0; i < n; ++i) {
+      if (s.logits == LogitsMode::kAll ||
+          (s.logits == LogitsMode::kLast && i == n - 1)) {
+        logit_rows_.push_back(static_cast<int32_t>(tokens_.size()));
+      }
+      tokens_.push_back(s.tokens[i]);
+      positions_.push_back(s.start_pos + i);
+      tables_.push_back(s.block_table.data());
+    }
+  }
+  const int64_t T = static_cast<int64_t>(tokens_.size());
+  const int64_t d = c.d_model;
+  const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
+
+  float* x = Scratch(0, T * d);
+  float* h = Scratch(1, T * std::max(d, q_dim));
+  float* q = Scratch(2, T * q_dim);
+  float* k = Scratch(3, T * kv_dim);
+  float* v = Scratch(4, T * kv_dim);
+  float* att = Scratch(5, T * q_dim);
+  float* gate = Scratch(6, T * c.ffn_dim);
+  float* up = Scratch(7, T * c.ffn_dim);
+
+  kernels::TokenPlacement placement;
+  placement.n_tokens = static_cast<int32_t>(T);
+  placement.positions = positions_.data();
+  placement.block_tables = tables_.data();
+  kernels::AttentionParams attn;
+  attn.n_heads = c.n_heads;
+  attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  be.Embed(token_embd_, tokens_.data(), T, x);
+  for (int32_t li = 0; li < c.n_layers; ++li) {
+    const Layer& l = layers_[li];
+    be.RmsNorm(x, static_cast<const float*>(l.attn_norm.data), T, d,
+               c.rms_eps, h);
+    be.MatMul(l.wq, h, T, q);
+    be.MatMul(l.wk, h, T, k);
+    be.MatMul(l.wv, h, T, v);
+    be.Rope(q, T, c.n_heads, positions_.data(), c.rope);
+    be.Rope(k, T, c.n_kv_heads, positions_.data(), c.rope);
+    be.KvWrite(kv, li, placement, k, v);
+    be.Attention(kv, li, placement, q, attn, att);
+    be.MatMul(l.wo, att, T, h);
+    be.Add(x, h, T * d, x);
+    be.RmsNorm(x, static_cast<const float*>(l.ffn_norm.data), T, d, c.rms_eps,
+               h);
+    be.MatMul(l.w_gate, h, T, gate);
+    be.MatMul(l.w_up, h, T, up);
+    be.SwiGlu(gate, up, T * c.ffn_dim, gate);
+    be.MatMul(l.w_down, gate, T, h);
+    be.Add(x, h, T * d, x);
+  }
+
+  const int64_t R = static_cast<int64_t>(logit_rows_.size());
+  if (logits != nullptr) logits->clear();
+  if (R == 0 || logits == nullptr) {
+    be.Synchronize();
+    return absl::OkStatus();
+  }
+  // Only the rows that need logits go through the head.
+  float* rows = Scratch(8, R * d);
+  be.GatherRows(x, logit_rows_.data(), R, d, rows);
+  be.RmsNorm(rows, static_cast<const float*>(output_norm_.data), R, d,
+             c.rms_eps, h);
+  float* out = Scratch(9, R * c.vocab_size);
+  be.MatMul(output_, h, R, out);
+  logits->resize(static_cast<size_t>(R) * c.vocab_size);
+  be.CopyToHost(out, logits->data(), logits->size() * sizeof(float));
+  be.Synchronize();
+  return absl::OkStatus();
+}
+
+}  // namespace kvsession::runtime

@@ -1,0 +1,40 @@
+// Hyper-parameters of a Llama-family decoder, read from GGUF metadata.
+#ifndef KVSESSION_RUNTIME_MODEL_CONFIG_H_
+#define KVSESSION_RUNTIME_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/cpu/ops.h"
+
+namespace kvsession::runtime {
+
+class GgufFile;
+
+struct ModelConfig {
+  std::string architecture;  // general.architecture
+  std::string name;          // general.name
+  int32_t n_layers = 0;
+  int32_t d_model = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t ffn_dim = 0;
+  int32_t vocab_size = 0;
+  int32_t context_length = 0;
+  float rms_eps = 1e-5f;
+  kernels::RopeParams rope;
+
+  // Reads and validates the configuration ({arch}.block_count, ...).
+  static absl::StatusOr<ModelConfig> FromGguf(const GgufFile& file);
+
+  // KV bytes one token occupies across all layers (f16 K and V).
+  int64_t KvBytesPerToken() const {
+    return int64_t{n_layers} * 2 * n_kv_heads * head_dim * 2;
+  }
+};
+
+}  // namespace kvsession::runtime
+
+#endif  // KVSESSION_RUNTIME_MODEL_CONFIG_H_

@@ -1,0 +1,381 @@
+#include "service/kvsession_service.h"
+
+#include <cstdio>
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "service/status_util.h"
+
+namespace kvsession::service {
+namespace {
+
+v1::CacheTier ToProto(runtime::CacheTier t) {
+  switch (t) {
+    case runtime::CacheTier::kDevice:
+      return v1::CACHE_TIER_DEVICE;
+    case runtime::CacheTier::kHost:
+      return v1::CACHE_TIER_HOST;
+    case runtime::CacheTier::kRecomputed:
+      return v1::CACHE_TIER_RECOMPUTED;
+    case runtime::CacheTier::kNone:
+      break;
+  }
+  return v1::CACHE_TIER_UNSPECIFIED;
+}
+
+v1::FinishReason ToProto(const runtime::TurnResult& r) {
+  if (r.cancelled) return v1::FINISH_REASON_CANCELLED;
+  switch (r.finish) {
+    case runtime::FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case runtime::FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case runtime::FinishReason::kContext:
+      return v1::FINISH_REASON_CONTEXT;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void LogTurn(const char* rpc, const absl::Status& status,
+             const runtime::TurnResult& r) {
+  // One line per turn, key=value, for log pipelines.
+  std::fprintf(stderr,
+               "turn rpc=%s session=%s code=%s prompt=%d reused=%d "
+               "prefilled=%d generated=%d ttft_ms=%.1f total_ms=%.1f "
+               "finish=%s\n",
+               rpc, r.session_id.empty() ? "-" : r.session_id.c_str(),
+               absl::StatusCodeToString(status.code()).c_str(),
+               r.prompt_tokens, r.cached_tokens, r.prefilled_tokens,
+               r.generated_tokens, r.ttft_seconds * 1e3, r.total_seconds * 1e3,
+               runtime::FinishReasonName(r.finish));
+}
+
+// Streams one turn. It is the engine's observer too: the engine calls
+// OnDelta/OnDone on its thread, gRPC calls OnWriteDone/OnCancel/OnDone on
+// its own. The reactor deletes itself in OnDone(), which gRPC calls only
+// after Finish(), which we call only after the engine's OnDone, so the
+// engine never sees a dead observer.
+class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
+                          public runtime::TurnObserver {
+ public:
+  TurnReactor(const char* rpc, bool log) : rpc_(rpc), log_(log) {}
+
+  void Begin(runtime::Engine* engine, runtime::TurnRequest request) {
+    // The engine holds a non-owning shared_ptr: the reactor's lifetime is
+    // gRPC's (see above).
+    handle_ = engine->Submit(
+        std::move(request),
+        std::shared_ptr<runtime::TurnObserver>(this, [](auto*) {}));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_) handle_->Cancel();
+  }
+
+  void FailNow(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+
+  // runtime::TurnObserver
+  void OnDelta(std::string_view text,
+               std::span<const int32_t> tokens) override {
+    v1::ChatEvent ev;
+    ev.mutable_delta()->set_text(std::string(text));
+    for (int32_t t : tokens) ev.mutable_delta()->add_token_ids(t);
+    Push(std::move(ev), false, grpc::Status::OK);
+  }
+
+  void OnDone(const absl::Status& status,
+              const runtime::TurnResult& r) override {
+    if (log_) LogTurn(rpc_, status, r);
+    v1::ChatEvent ev;
+    if (status.ok()) {
+      v1::TurnSummary* s = ev.mutable_summary();
+      s->set_session_id(r.session_id);
+      s->set_finish_reason(ToProto(r));
+      s->set_prompt_tokens(r.prompt_tokens);
+      s->set_cached_tokens(r.cached_tokens);
+      s->set_cached_tier(ToProto(r.cached_tier));
+      s->set_prefilled_tokens(r.prefilled_tokens);
+      s->set_generated_tokens(r.generated_tokens);
+      s->set_time_to_first_token_seconds(r.ttft_seconds);
+      s->set_total_seconds(r.total_seconds);
+      s->set_swap_in_seconds(r.swap_in_seconds);
+      s->set_session_tokens(r.session_tokens);
+    }
+    Push(std::move(ev), true, ToGrpcStatus(status));
+  }
+
+  // grpc reactions
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      // The client is gone: stop generating, drop what is queued.
+      queue_.clear();
+      if (handle_) handle_->Cancel();
+    }
+    Pump(lock);
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    if (handle_) handle_->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Push(v1::ChatEvent ev, bool last, grpc::Status final_status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (ev.event_case() != v1::ChatEvent::EVENT_NOT_SET && !cancelled_) {
+      queue_.push_back(std::move(ev));
+    }
+    if (last) {
+      engine_done_ = true;
+      final_ = std::move(final_status);
+    }
+    Pump(lock);
+  }
+
+  // Starts the next write, or finishes once everything is written. gRPC
+  // calls are made without holding mu_ in case a reaction runs inline.
+  void Pump(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      StartWrite(&current_);
+      return;
+    }
+    if (engine_done_) {
+      finished_ = true;
+      grpc::Status st = final_;
+      lock.unlock();
+      Finish(st);
+    }
+  }
+
+  const char* rpc_;
+  bool log_;
+  std::shared_ptr<runtime::TurnHandle> handle_;
+  std::mutex mu_;
+  std::deque<v1::ChatEvent> queue_;
+  v1::ChatEvent current_;
+  bool writing_ = false;
+  bool engine_done_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  grpc::Status final_;
+};
+
+absl::Time DeadlineOf(grpc::CallbackServerContext* context) {
+  const auto d = context->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+}  // namespace
+
+KvSessionService::KvSessionService(runtime::Engine* engine,
+                                   const Options& options)
+    : engine_(engine), bundle_(engine->bundle()), options_(options) {
+  options_.limits.vocab_size = bundle_->model->config().vocab_size;
+}
+
+absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildChatTurn(
+    const v1::ChatRequest& r) const {
+  if (absl::Status s = ValidateChatRequest(r, options_.limits); !s.ok()) {
+    return s;
+  }
+  runtime::TurnRequest t;
+  t.session_id = r.session_id();
+  std::vector<runtime::ChatMessage> messages;
+  for (const v1::Message& m : r.messages()) {
+    messages.push_back({m.role(), m.content()});
+  }
+  t.append = r.mode() != v1::HISTORY_MODE_FULL;
+  absl::StatusOr<std::vector<int32_t>> first =
+      bundle_->EncodeChat(messages, /*add_generation_prompt=*/true,
+                          /*first_turn=*/true);
+  if (!first.ok()) return first.status();
+  if (t.append) {
+    absl::StatusOr<std::vector<int32_t>> next =
+        bundle_->EncodeChat(messages, true, /*first_turn=*/false);
+    if (!next.ok()) return next.status();
+    t.tokens = *std::move(next);
+    t.first_turn_tokens = *std::move(first);
+    t.close_turn = bundle_->close_turn_tokens;
+    t.turn_separator = bundle_->turn_separator_tokens;
+  } else {
+    t.tokens = *std::move(first);
+  }
+  absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
+  if (!sp.ok()) return sp.status();
+  t.sampling = *sp;
+  t.max_tokens =
+      r.max_tokens() > 0 ? r.max_tokens() : options_.default_max_tokens;
+  t.stop.assign(r.stop().begin(), r.stop().end());
+  t.ignore_eos = r.ignore_eos();
+  t.use_cache = !r.has_use_cache() || r.use_cache();
+  return t;
+}
+
+absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildCompleteTurn(
+    const v1::CompleteRequest& r) const {
+  if (absl::Status s = ValidateCompleteRequest(r, options_.limits); !s.ok()) {
+    return s;
+  }
+  runtime::TurnRequest t;
+  t.session_id = r.session_id();
+  if (r.prompt_case() == v1::CompleteRequest::kText) {
+    t.tokens = bundle_->tokenizer->Encode(r.text(), /*parse_special=*/false,
+                                          /*add_special=*/true);
+  } else {
+    t.tokens.assign(r.tokens().ids().begin(), r.tokens().ids().end());
+  }
+  absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
+  if (!sp.ok()) return sp.status();
+  t.sampling = *sp;
+  t.max_tokens =
+      r.max_tokens() > 0 ? r.max_tokens() : options_.default_max_tokens;
+  t.stop.assign(r.stop().begin(), r.stop().end());
+  t.ignore_eos = r.ignore_eos();
+  t.use_cache = !r.has_use_cache() || r.use_cache();
+  return t;
+}
+
+grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::StartTurn(
+    grpc::CallbackServerContext* context, const char* rpc,
+    absl::StatusOr<runtime::TurnRequest> turn) {
+  auto* reactor = new TurnReactor(rpc, options_.log_turns);
+  if (!turn.ok()) {
+    reactor->FailNow(turn.status());
+    return reactor;
+  }
+  turn->deadline = DeadlineOf(context);
+  reactor->Begin(engine_, *std::move(turn));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Chat(
+    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
+  return StartTurn(context, "Chat", BuildChatTurn(*request));
+}
+
+grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Complete(
+    grpc::CallbackServerContext* context, const v1::CompleteRequest* request) {
+  return StartTurn(context, "Complete", BuildCompleteTurn(*request));
+}
+
+void KvSessionService::FillSessionInfo(const session_store::SessionInfo& in,
+                                       v1::SessionInfo* out) const {
+  out->set_session_id(in.id);
+  switch (in.tier) {
+    case session_store::Tier::kDevice:
+      out->set_state(v1::SESSION_STATE_RESIDENT);
+      break;
+    case session_store::Tier::kHost:
+      out->set_state(v1::SESSION_STATE_SWAPPED);
+      break;
+    case session_store::Tier::kDropped:
+      out->set_state(v1::SESSION_STATE_DROPPED);
+      break;
+  }
+  out->set_tokens(in.num_tokens);
+  out->set_blocks(in.num_blocks);
+  out->set_kv_bytes(in.num_blocks * engine_->kv_block_bytes());
+  out->set_busy(in.busy);
+  out->set_turns(static_cast<int32_t>(in.turns));
+  out->set_idle_seconds(absl::ToDoubleSeconds(absl::Now() - in.last_used));
+}
+
+grpc::ServerUnaryReactor* KvSessionService::GetSession(
+    grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
+    v1::SessionInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = ValidateSessionId(request->session_id(), true);
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  absl::StatusOr<session_store::SessionInfo> info =
+      engine_->GetSession(request->session_id());
+  if (info.ok()) FillSessionInfo(*info, response);
+  reactor->Finish(ToGrpcStatus(info.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvSessionService::ListSessions(
+    grpc::CallbackServerContext* context,
+    const v1::ListSessionsRequest* request,
+    v1::ListSessionsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const int32_t size = request->page_size() == 0 ? 100 : request->page_size();
+  absl::StatusOr<session_store::SessionPage> page =
+      engine_->ListSessions(size, request->page_token());
+  if (page.ok()) {
+    for (const session_store::SessionInfo& s : page->sessions) {
+      FillSessionInfo(s, response->add_sessions());
+    }
+    response->set_next_page_token(page->next_page_token);
+  }
+  reactor->Finish(ToGrpcStatus(page.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvSessionService::DeleteSession(
+    grpc::CallbackServerContext* context,
+    const v1::DeleteSessionRequest* request,
+    v1::DeleteSessionResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = ValidateSessionId(request->session_id(), true);
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  absl::StatusOr<int32_t> freed = engine_->DeleteSession(request->session_id());
+  if (freed.ok()) response->set_freed_blocks(*freed);
+  reactor->Finish(ToGrpcStatus(freed.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
+    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
+    v1::ServerInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const runtime::ModelConfig& c = bundle_->model->config();
+  const runtime::EngineStats stats = engine_->Stats();
+  response->set_model_name(c.name);
+  response->set_model_path(options_.model_path);
+  response->set_architecture(c.architecture);
+  response->set_context_length(c.context_length);
+  response->set_vocab_size(c.vocab_size);
+  response->set_block_size(engine_->options().block_size);
+  response->set_kv_bytes_per_token(c.KvBytesPerToken());
+  for (session_store::Tier tier :
+       {session_store::Tier::kDevice, session_store::Tier::kHost}) {
+    const session_store::TierStats& t = stats.store.tier(tier);
+    v1::TierInfo* ti = response->add_tiers();
+    ti->set_tier(std::string(session_store::TierName(tier)));
+    ti->set_capacity_bytes(t.capacity_bytes);
+    ti->set_used_bytes(t.used_bytes);
+    ti->set_capacity_blocks(t.capacity_blocks);
+    ti->set_used_blocks(t.used_blocks);
+  }
+  response->set_backend(std::string(bundle_->backend->name()));
+  response->set_version(KVSESSION_VERSION);
+  response->set_build(KVSESSION_BUILD_INFO);
+  response->set_sessions(stats.store.sessions);
+  if (bundle_->chat_template.has_value()) {
+    response->set_chat_template(std::string(bundle_->chat_template->name()));
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace kvsession::service

@@ -1,0 +1,140 @@
+// kvsession-server: the gRPC service on one model.
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "runtime/engine.h"
+#include "runtime/model_bundle.h"
+#include "service/kvsession_service.h"
+
+ABSL_FLAG(std::string, model, "", "Path of a GGUF model file");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 is all cores");
+ABSL_FLAG(std::string, chat_template, "", "Override the chat template: chatml or llama3");
+ABSL_FLAG(bool, default_system_prompt, false,
+          "Insert the chat template's default system prompt when a "
+          "conversation has no system message");
+ABSL_FLAG(int64_t, kv_device_bytes, 512ll << 20,
+          "KV cache capacity of the device tier in bytes");
+ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV block");
+ABSL_FLAG(int32_t, max_batch_tokens, 512, "Tokens per engine step (decode + prefill chunks)");
+ABSL_FLAG(int32_t, max_running, 64, "Sequences generating at once; more wait in the queue");
+ABSL_FLAG(int32_t, max_sessions, 10000, "Sessions kept at most");
+ABSL_FLAG(int32_t, session_idle_ttl_s, 3600, "Idle sessions older than this are removed");
+ABSL_FLAG(int32_t, default_max_tokens, 256, "max_tokens of requests that leave it 0");
+ABSL_FLAG(int32_t, max_tokens_limit, 4096, "Largest max_tokens a request may ask for");
+ABSL_FLAG(int32_t, max_message_bytes, 64 * 1024, "Largest message content in bytes");
+ABSL_FLAG(int32_t, shutdown_grace_s, 30,
+          "On SIGTERM/SIGINT, running streams get this long to finish");
+ABSL_FLAG(bool, log_turns, true, "Log one line per turn to stderr");
+
+namespace kvsession {
+namespace {
+
+int Run() {
+  // Block the stop signals before any thread starts so that only the
+  // waiter below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  runtime::ModelBundle::Options load;
+  load.path = absl::GetFlag(FLAGS_model);
+  load.n_threads = absl::GetFlag(FLAGS_threads);
+  load.chat_template = absl::GetFlag(FLAGS_chat_template);
+  load.default_system_prompt = absl::GetFlag(FLAGS_default_system_prompt);
+  if (load.path.empty()) {
+    std::fprintf(stderr, "--model is required\n");
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<runtime::ModelBundle>> bundle =
+      runtime::ModelBundle::Load(load);
+  if (!bundle.ok()) {
+    std::fprintf(stderr, "error: %s\n", bundle.status().ToString().c_str());
+    return 1;
+  }
+  runtime::Engine::Options eo;
+  eo.block_size = absl::GetFlag(FLAGS_block_size);
+  eo.kv_device_bytes = absl::GetFlag(FLAGS_kv_device_bytes);
+  eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  eo.max_running = absl::GetFlag(FLAGS_max_running);
+  eo.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  eo.idle_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_idle_ttl_s));
+  absl::StatusOr<std::unique_ptr<runtime::Engine>> engine =
+      runtime::Engine::Create(bundle->get(), eo);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "error: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+
+  service::KvSessionService::Options so;
+  so.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  so.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
+  so.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  so.model_path = load.path;
+  so.log_turns = absl::GetFlag(FLAGS_log_turns);
+  service::KvSessionService service(engine->get(), so);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address =
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  int bound_port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    std::fprintf(stderr, "error: cannot listen on %s\n", address.c_str());
+    return 1;
+  }
+  const runtime::ModelConfig& c = (*bundle)->model->config();
+  std::fprintf(stderr,
+               "kvsession-server: %s (%s, %d layers, context %d) on %s:%d, "
+               "KV device tier %lld bytes\n",
+               c.name.c_str(), c.architecture.c_str(), c.n_layers,
+               c.context_length, absl::GetFlag(FLAGS_host).c_str(), bound_port,
+               static_cast<long long>(eo.kv_device_bytes));
+  std::fprintf(stderr,
+               "chat with it: build/bin/kvsession-chat --addr localhost:%d\n",
+               bound_port);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "kvsession-server: signal %d, draining (grace %d s)\n",
+               sig, absl::GetFlag(FLAGS_shutdown_grace_s));
+  server->GetHealthCheckService()->SetServingStatus(false);
+  // Stops accepting at once, lets running streams finish until the grace
+  // deadline, then cancels the rest (the engine ends them cleanly).
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  (*engine)->Stop();
+  server->Wait();
+  std::fprintf(stderr, "kvsession-server: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvsession
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a GGUF model over gRPC: kvsession-server --model M --port P");
+  absl::ParseCommandLine(argc, argv);
+  return kvsession::Run();
+}

@@ -1,0 +1,45 @@
+// A tiny random-weight Llama GGUF that tests write themselves: the real
+// quantized code paths (Q4_1 matrices, Q8_0 tied embeddings), a byte-level
+// BPE vocab with ChatML control tokens and a ChatML template, in milliseconds.
+#ifndef KVSESSION_TESTS_RUNTIME_TINY_MODEL_H_
+#define KVSESSION_TESTS_RUNTIME_TINY_MODEL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "kernels/ggml_type.h"
+
+namespace kvsession::testing {
+
+struct TinyModelOptions {
+  int32_t n_layers = 2;
+  int32_t d_model = 64;
+  int32_t n_heads = 4;
+  int32_t n_kv_heads = 2;
+  int32_t ffn_dim = 128;
+  int32_t context_length = 1024;
+  float rope_base = 10000.0f;
+  kernels::GgmlType matrix_type = kernels::GgmlType::kQ4_1;
+  kernels::GgmlType embedding_type = kernels::GgmlType::kQ8_0;
+  bool tied_output = true;
+  uint32_t seed = 1;
+};
+
+// Writes the model to `path`.
+absl::Status WriteTinyModel(const TinyModelOptions& options,
+                            const std::string& path);
+
+// Path of the default tiny model, written once per test process into a
+// temporary folder.
+const std::string& TinyModelPath();
+
+// The vocab: ids 0..2 are <|endoftext|>, <|im_start|>, <|im_end|>; then the
+// 256 byte tokens; then merged tokens.
+inline constexpr int32_t kTinyEndOfText = 0;
+inline constexpr int32_t kTinyImStart = 1;
+inline constexpr int32_t kTinyImEnd = 2;
+
+}  // namespace kvsession::testing
+
+#endif  // KVSESSION_TESTS_RUNTIME_TINY_MODEL_H_

@@ -1,0 +1,335 @@
+// The gRPC service over loopback on the tiny test model: multi-turn reuse,
+// exactness against recomputation, concurrency, cancellation, errors.
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/service/test_server.h"
+
+namespace kvsession::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Fresh computation of a token sequence: a one-off Complete with token ids.
+TurnOutput Recompute(v1::KvSession::Stub& stub,
+                     const std::vector<int32_t>& tokens, int max_tokens) {
+  v1::CompleteRequest r;
+  for (int32_t t : tokens) r.mutable_tokens()->add_ids(t);
+  r.set_max_tokens(max_tokens);
+  return RunComplete(stub, r);
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  TestServer server_;
+};
+
+TEST_F(ServiceTest, FollowUpTurnsPrefillOnlyTheirNewTokens) {
+  auto& stub = server_.stub();
+  int32_t history = 0;
+  for (int turn = 1; turn <= 5; ++turn) {
+    TurnOutput out = RunChat(stub, UserTurn("multi", "the thin tern " +
+                                                std::to_string(turn), 12));
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    ASSERT_TRUE(out.has_summary);
+    const v1::TurnSummary& s = out.summary;
+    EXPECT_EQ(s.cached_tokens(), history) << "turn " << turn;
+    EXPECT_EQ(s.prefilled_tokens(), s.prompt_tokens() - history);
+    EXPECT_EQ(s.generated_tokens(), static_cast<int32_t>(out.tokens.size()));
+    if (turn > 1) {
+      // The new tokens are exactly the rendering of the new user message
+      // (plus the separator after the previous turn's end).
+      std::vector<runtime::ChatMessage> m = {
+          {"user", "the thin tern " + std::to_string(turn)}};
+      absl::StatusOr<std::vector<int32_t>> rendered =
+          server_.bundle().EncodeChat(m, true, /*first_turn=*/false);
+      ASSERT_TRUE(rendered.ok());
+      const int32_t glue = out.summary.prompt_tokens() - history -
+                           static_cast<int32_t>(rendered->size());
+      EXPECT_GE(glue, 0);
+      EXPECT_LE(glue, 3);
+    }
+    history = s.session_tokens();
+    EXPECT_EQ(history, s.prompt_tokens() + s.generated_tokens());
+  }
+}
+
+TEST_F(ServiceTest, CachedContinuationEqualsRecomputation) {
+  auto& stub = server_.stub();
+  std::vector<int32_t> transcript;
+  for (int turn = 1; turn <= 4; ++turn) {
+    v1::ChatRequest req = UserTurn("exact", "in the herd " + std::to_string(turn), 16);
+    TurnOutput cached = RunChat(stub, req);
+    ASSERT_TRUE(cached.status.ok());
+    // Recompute from scratch over the same tokens: the prompt is what the
+    // session holds minus what this turn generated.
+    absl::StatusOr<std::vector<int32_t>> held =
+        server_.engine().SessionTokens("exact");
+    ASSERT_TRUE(held.ok());
+    std::vector<int32_t> prompt = *held;
+    prompt.resize(cached.summary.prompt_tokens());
+    TurnOutput fresh = Recompute(stub, prompt, 16);
+    ASSERT_TRUE(fresh.status.ok());
+    EXPECT_EQ(fresh.summary.cached_tokens(), 0);
+    EXPECT_EQ(cached.tokens, fresh.tokens) << "turn " << turn;
+  }
+}
+
+TEST_F(ServiceTest, FullHistoryReusesTheCommonPrefixAfterAnEdit) {
+  auto& stub = server_.stub();
+  auto full = [](const std::vector<std::pair<std::string, std::string>>& msgs) {
+    v1::ChatRequest r;
+    r.set_session_id("edit");
+    r.set_mode(v1::HISTORY_MODE_FULL);
+    r.set_max_tokens(8);
+    for (const auto& [role, content] : msgs) {
+      v1::Message* m = r.add_messages();
+      m->set_role(role);
+      m->set_content(content);
+    }
+    return r;
+  };
+  std::vector<std::pair<std::string, std::string>> msgs = {
+      {"system", "be brief"}, {"user", "first question"},
+      {"assistant", "first answer"}, {"user", "second question"}};
+  TurnOutput a = RunChat(stub, full(msgs));
+  ASSERT_TRUE(a.status.ok());
+  EXPECT_EQ(a.summary.cached_tokens(), 0);
+  // Edit the first user message: only the tokens before it are reusable.
+  msgs[1].second = "first question, edited";
+  std::vector<runtime::ChatMessage> edited;
+  for (const auto& [r, c] : msgs) edited.push_back({r, c});
+  absl::StatusOr<std::vector<int32_t>> edited_tokens =
+      server_.bundle().EncodeChat(edited, true, true);
+  ASSERT_TRUE(edited_tokens.ok());
+  std::vector<runtime::ChatMessage> original = edited;
+  original[1].content = "first question";
+  absl::StatusOr<std::vector<int32_t>> original_tokens =
+      server_.bundle().EncodeChat(original, true, true);
+  size_t lcp = 0;
+  while (lcp < edited_tokens->size() && lcp < original_tokens->size() &&
+         (*edited_tokens)[lcp] == (*original_tokens)[lcp]) {
+    ++lcp;
+  }
+  TurnOutput b = RunChat(stub, full(msgs));
+  ASSERT_TRUE(b.status.ok());
+  EXPECT_EQ(b.summary.cached_tokens(), static_cast<int32_t>(lcp));
+  TurnOutput fresh = Recompute(stub, *edited_tokens, 8);
+  EXPECT_EQ(b.tokens, fresh.tokens);
+  // Regenerate: the same history again reuses all but the last token.
+  TurnOutput c = RunChat(stub, full(msgs));
+  EXPECT_EQ(c.summary.cached_tokens(), c.summary.prompt_tokens() - 1);
+  EXPECT_EQ(c.tokens, b.tokens);
+}
+
+TEST_F(ServiceTest, SixteenConcurrentSessionsMatchTheirSequentialRuns) {
+  constexpr int kSessions = 16;
+  constexpr int kTurns = 3;
+  auto run = [&](const std::string& prefix, int i, v1::KvSession::Stub& stub) {
+    std::vector<std::vector<int32_t>> outs;
+    for (int t = 0; t < kTurns; ++t) {
+      TurnOutput o = RunChat(
+          stub, UserTurn(prefix + std::to_string(i),
+                         "session " + std::to_string(i) + " turn " +
+                             std::to_string(t),
+                         10));
+      EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+      outs.push_back(o.tokens);
+    }
+    return outs;
+  };
+  std::vector<std::vector<std::vector<int32_t>>> sequential(kSessions),
+      concurrent(kSessions);
+  for (int i = 0; i < kSessions; ++i) {
+    sequential[i] = run("seq-", i, server_.stub());
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSessions; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = server_.NewStub();
+      concurrent[i] = run("con-", i, *stub);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kSessions; ++i) {
+    EXPECT_EQ(sequential[i], concurrent[i]) << "session " << i;
+  }
+}
+
+TEST_F(ServiceTest, CancelledTurnKeepsWhatWasStreamed) {
+  auto stub = server_.NewStub();
+  v1::ChatRequest req = UserTurn("cancel", "tell me a long story", 900);
+  req.set_ignore_eos(true);
+  int32_t streamed = 0;
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub->Chat(&ctx, req);
+    v1::ChatEvent ev;
+    while (streamed < 5 && reader->Read(&ev)) {
+      if (ev.has_delta()) streamed += ev.delta().token_ids_size();
+    }
+    ctx.TryCancel();
+    while (reader->Read(&ev)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The engine has finished the turn once the session is idle again.
+  absl::StatusOr<session_store::SessionInfo> info;
+  for (int i = 0; i < 200; ++i) {
+    info = server_.engine().GetSession("cancel");
+    if (info.ok() && !info->busy) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->busy);
+  // Rule: every streamed token stays in the history with its KV.
+  const int32_t held = info->num_tokens;
+  EXPECT_GE(held, streamed);
+  TurnOutput next = RunChat(*stub, UserTurn("cancel", "and then?", 4));
+  ASSERT_TRUE(next.status.ok());
+  EXPECT_EQ(next.summary.cached_tokens(), held);
+}
+
+TEST_F(ServiceTest, DeadlineExceededEndsTheTurnCleanly) {
+  auto stub = server_.NewStub();
+  v1::ChatRequest req = UserTurn("deadline", "go on forever", 900);
+  req.set_ignore_eos(true);
+  req.set_use_cache(false);  // recomputes everything per token: slow
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(200));
+  auto reader = stub->Chat(&ctx, req);
+  v1::ChatEvent ev;
+  while (reader->Read(&ev)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  TurnOutput next = RunChat(*stub, UserTurn("deadline", "hello", 4));
+  EXPECT_TRUE(next.status.ok()) << next.status.error_message();
+}
+
+TEST_F(ServiceTest, SecondRequestOnABusySessionIsAborted) {
+  auto stub = server_.NewStub();
+  v1::ChatRequest req = UserTurn("busy", "long answer please", 900);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  auto reader = stub->Chat(&ctx, req);
+  v1::ChatEvent ev;
+  ASSERT_TRUE(reader->Read(&ev));  // the first turn is running
+  TurnOutput second = RunChat(*stub, UserTurn("busy", "me too", 4));
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(second.status.error_message(), HasSubstr("busy"));
+  while (reader->Read(&ev)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
+TEST_F(ServiceTest, DeleteThenTurnStartsFresh) {
+  auto& stub = server_.stub();
+  ASSERT_TRUE(RunChat(stub, UserTurn("del", "hello there", 6)).status.ok());
+  grpc::ClientContext ctx;
+  v1::DeleteSessionRequest d;
+  d.set_session_id("del");
+  v1::DeleteSessionResponse dr;
+  ASSERT_TRUE(stub.DeleteSession(&ctx, d, &dr).ok());
+  EXPECT_GT(dr.freed_blocks(), 0);
+  TurnOutput again = RunChat(stub, UserTurn("del", "hello there", 6));
+  ASSERT_TRUE(again.status.ok());
+  EXPECT_EQ(again.summary.cached_tokens(), 0);
+
+  grpc::ClientContext ctx2;
+  v1::GetSessionRequest g;
+  g.set_session_id("nobody");
+  v1::SessionInfo info;
+  EXPECT_EQ(stub.GetSession(&ctx2, g, &info).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceTest, MalformedRequestsGetPreciseStatusAndTouchNothing) {
+  auto& stub = server_.stub();
+  // A bystander session with history.
+  TurnOutput first = RunChat(stub, UserTurn("bystander", "keep me", 6));
+  ASSERT_TRUE(first.status.ok());
+  struct Case {
+    const char* name;
+    std::function<void(v1::ChatRequest&)> mutate;
+    grpc::StatusCode code;
+    const char* field;
+  };
+  const std::vector<Case> cases = {
+      {"no session", [](auto& r) { r.clear_session_id(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "session_id"},
+      {"bad charset", [](auto& r) { r.set_session_id("a b"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "session_id"},
+      {"long id", [](auto& r) { r.set_session_id(std::string(129, 'x')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "session_id"},
+      {"no messages", [](auto& r) { r.clear_messages(); },
+       grpc::StatusCode::INVALID_ARGUMENT, "messages"},
+      {"bad role", [](auto& r) { r.mutable_messages(0)->set_role("robot"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "messages[0].role"},
+      {"huge message",
+       [](auto& r) { r.mutable_messages(0)->set_content(std::string(70000, 'a')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "messages[0].content"},
+      {"negative max_tokens", [](auto& r) { r.set_max_tokens(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "max_tokens"},
+      {"too many max_tokens", [](auto& r) { r.set_max_tokens(100000); },
+       grpc::StatusCode::INVALID_ARGUMENT, "max_tokens"},
+      {"temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "temperature"},
+      {"top_p", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); },
+       grpc::StatusCode::INVALID_ARGUMENT, "top_p"},
+      {"top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-3); },
+       grpc::StatusCode::INVALID_ARGUMENT, "top_k"},
+      {"min_p", [](auto& r) { r.mutable_sampling()->set_min_p(2); },
+       grpc::StatusCode::INVALID_ARGUMENT, "min_p"},
+      {"penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "repetition_penalty"},
+      {"empty stop", [](auto& r) { r.add_stop(""); },
+       grpc::StatusCode::INVALID_ARGUMENT, "stop[0]"},
+      {"bad mode", [](auto& r) { r.set_mode(static_cast<v1::HistoryMode>(7)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "mode"},
+      {"prompt past context",
+       [](auto& r) {
+         std::string big;
+         for (int i = 0; i < 1200; ++i) big += "q ";
+         r.mutable_messages(0)->set_content(big);
+       },
+       grpc::StatusCode::OUT_OF_RANGE, "context window"},
+  };
+  for (const Case& c : cases) {
+    v1::ChatRequest r = UserTurn("victim", "hello", 4);
+    c.mutate(r);
+    TurnOutput o = RunChat(stub, r);
+    EXPECT_EQ(o.status.error_code(), c.code) << c.name;
+    EXPECT_THAT(o.status.error_message(), HasSubstr(c.field)) << c.name;
+    EXPECT_FALSE(o.has_summary) << c.name;
+  }
+  // Complete-specific ones.
+  v1::CompleteRequest bad;
+  bad.mutable_tokens()->add_ids(server_.bundle().model->config().vocab_size);
+  TurnOutput o = RunComplete(stub, bad);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(o.status.error_message(), HasSubstr("tokens.ids[0]"));
+  v1::CompleteRequest none;
+  EXPECT_EQ(RunComplete(stub, none).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Invalid UTF-8 in a string field is refused by protobuf's parser before
+  // the request reaches the service (request_validation_test covers our own
+  // check); it must still create nothing.
+  v1::ChatRequest bad_utf8 = UserTurn("victim", "hello", 4);
+  bad_utf8.mutable_messages(0)->set_content("\xC3(");
+  EXPECT_FALSE(RunChat(stub, bad_utf8).status.ok());
+
+  // Nothing was created, the bystander continues from its full history.
+  EXPECT_FALSE(server_.engine().GetSession("victim").ok());
+  TurnOutput next = RunChat(stub, UserTurn("bystander", "still there?", 6));
+  ASSERT_TRUE(next.status.ok());
+  EXPECT_EQ(next.summary.cached_tokens(), first.summary.session_tokens());
+}
+
+}  // namespace
+}  // namespace kvsession::testing
