@@ -74,10 +74,18 @@ void AccumulateV(const float* p, const uint16_t* v, int64_t m, int64_t hd,
   }
 }
 
+inline float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
+
+// Q and the softmax weights are rounded to f16 before they meet the f16 K
+// and V, where ggml rounds them in llama.cpp's attention (its matmuls
+// convert the f32 operand to the f16 one's type). Keeping those rounding
+// points keeps our logits within noise of the reference implementation;
+// the cost is one conversion per element.
 void AttendOne(const KvCacheView& kv, int32_t layer, int32_t kv_head,
-               int32_t pos, const int32_t* table, const float* q, float scale,
-               float* scores, float* out) {
+               int32_t pos, const int32_t* table, const float* q_in,
+               float scale, float* q, float* scores, float* out) {
   const int32_t hd = kv.head_dim;
+  for (int32_t i = 0; i < hd; ++i) q[i] = RoundToHalf(q_in[i]);
   const int32_t bs = kv.block_size;
   const int64_t n = int64_t{pos} + 1;
   for (int64_t j0 = 0; j0 < n; j0 += bs) {
@@ -95,7 +103,7 @@ void AttendOne(const KvCacheView& kv, int32_t layer, int32_t kv_head,
   for (int64_t j = 1; j < n; ++j) mx = std::max(mx, scores[j]);
   ExpShifted(scores, n, mx);
   const float inv = 1.0f / simd::SumF32(scores, n);
-  for (int64_t j = 0; j < n; ++j) scores[j] = scores[j] * inv;
+  for (int64_t j = 0; j < n; ++j) scores[j] = RoundToHalf(scores[j] * inv);
   std::fill(out, out + hd, 0.0f);
   for (int64_t j0 = 0; j0 < n; j0 += bs) {
     const uint16_t* v =
@@ -119,6 +127,7 @@ void Attention(const KvCacheView& kv, int32_t layer,
 #pragma omp parallel num_threads(exec.n_threads) if (n_items > 1)
   {
     std::vector<float> scores;
+    std::vector<float> q_half(static_cast<size_t>(hd));
     // Work per pair grows with its position: dynamic keeps threads busy.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n_items; ++item) {
@@ -131,7 +140,7 @@ void Attention(const KvCacheView& kv, int32_t layer,
       }
       const int64_t off = (t * n_heads + h) * hd;
       AttendOne(kv, layer, h / group, pos, placement.block_tables[t], q + off,
-                params.scale, scores.data(), out + off);
+                params.scale, q_half.data(), scores.data(), out + off);
     }
   }
 }

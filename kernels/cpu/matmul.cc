@@ -217,7 +217,8 @@ Acts QuantizeActs(const float* x, int64_t n_tokens, int64_t cols,
     for (int64_t b = 0; b < a.nb; ++b) {
       uint16_t d_bits, s_bits;
       QuantizeBlockQ8(x + t * cols + b * kQk, a.q + (t * a.nb + b) * kQk,
-                      &d_bits, with_sums ? &s_bits : nullptr);
+                      &d_bits, with_sums ? &s_bits : nullptr,
+                      Q8Rounding::kActivation);
       a.d[t * a.nb + b] = simd::F16ToF32(d_bits);
       if (with_sums) {
         a.s8[((t / simd::kLanes) * a.nb + b) * simd::kLanes +

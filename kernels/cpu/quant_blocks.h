@@ -76,12 +76,18 @@ inline void Q4KScaleMin(const uint8_t* s, int j, uint8_t* sc, uint8_t* m) {
   }
 }
 
-// Quantizes one 32-element block to int8 like ggml's q8_0/q8_1 reference:
-// d = amax / 127, q = roundf(x / d) (half away from zero). Writes the f16
-// bits of d to *d_bits and the f16 bits of d * sum(q) to *s_bits (s_bits may
-// be null for Q8_0). quantize.cc.
+// How a Q8 block rounds. kReference is ggml's reference quantizer (model
+// files): q = roundf(x * (1 / d)), halves away from zero. kActivation is how
+// llama.cpp's x86 kernels quantize activations at run time: q = round to
+// nearest even of x * (127 / amax). MatMul uses kActivation in prefill and
+// decode alike, which keeps its logits closest to llama.cpp's.
+enum class Q8Rounding { kReference, kActivation };
+
+// Quantizes one 32-element block to int8 with d = amax / 127. Writes the
+// f16 bits of d to *d_bits and the f16 bits of d * sum(q) to *s_bits (s_bits
+// may be null for Q8_0). quantize.cc.
 void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
-                     uint16_t* s_bits);
+                     uint16_t* s_bits, Q8Rounding rounding);
 
 }  // namespace kvsession::kernels
 

@@ -85,7 +85,8 @@ void QuantizeAffine(const float* x, Block* y, int64_t nb) {
 }  // namespace
 
 void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
-                     uint16_t* s_bits) {
+                     uint16_t* s_bits, Q8Rounding rounding) {
+  const bool activation = rounding == Q8Rounding::kActivation;
   int sum = 0;
 #if KVS_CPU_AVX2
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
@@ -101,7 +102,8 @@ void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
   m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
   const float amax = _mm_cvtss_f32(m4);
   const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id = activation ? (amax != 0.0f ? 127.0f / amax : 0.0f)
+                              : (d != 0.0f ? 1.0f / d : 0.0f);
   const __m256 vid = _mm256_set1_ps(id);
   const __m256 half = _mm256_set1_ps(0.5f);
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -110,12 +112,17 @@ void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
   for (int k = 0; k < 4; ++k) {
     // roundf (half away from zero) = sign(y) * (trunc|y| + (frac >= 0.5)).
     const __m256 y = _mm256_mul_ps(v[k], vid);
-    const __m256 a = _mm256_and_ps(y, abs_mask);
-    const __m256 t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 up = _mm256_and_ps(
-        _mm256_cmp_ps(_mm256_sub_ps(a, t), half, _CMP_GE_OQ), one);
-    __m256 r =
-        _mm256_or_ps(_mm256_add_ps(t, up), _mm256_andnot_ps(abs_mask, y));
+    __m256 r;
+    if (activation) {
+      r = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+      const __m256 a = _mm256_and_ps(y, abs_mask);
+      const __m256 t =
+          _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 up = _mm256_and_ps(
+          _mm256_cmp_ps(_mm256_sub_ps(a, t), half, _CMP_GE_OQ), one);
+      r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_andnot_ps(abs_mask, y));
+    }
     r = _mm256_min_ps(r, _mm256_set1_ps(127.0f));
     r = _mm256_max_ps(r, _mm256_set1_ps(-127.0f));
     q[k] = _mm256_cvtps_epi32(r);
@@ -133,9 +140,11 @@ void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
   float amax = 0.0f;
   for (int j = 0; j < kQk; ++j) amax = std::max(amax, std::fabs(x[j]));
   const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id = activation ? (amax != 0.0f ? 127.0f / amax : 0.0f)
+                              : (d != 0.0f ? 1.0f / d : 0.0f);
   for (int j = 0; j < kQk; ++j) {
-    float r = std::round(x[j] * id);
+    // nearbyint rounds half to even in the default rounding mode.
+    float r = activation ? std::nearbyint(x[j] * id) : std::round(x[j] * id);
     r = r < 127.0f ? r : 127.0f;  // clamps only a degenerate id (inf/NaN)
     r = r > -127.0f ? r : -127.0f;
     qs[j] = static_cast<int8_t>(r);
@@ -195,14 +204,16 @@ void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::kQ8_0: {
       auto* y = static_cast<BlockQ8_0*>(dst);
       for (int64_t i = 0; i < nb; ++i) {
-        QuantizeBlockQ8(src + i * kQk, y[i].qs, &y[i].d, nullptr);
+        QuantizeBlockQ8(src + i * kQk, y[i].qs, &y[i].d, nullptr,
+                        Q8Rounding::kReference);
       }
       return;
     }
     case GgmlType::kQ8_1: {
       auto* y = static_cast<BlockQ8_1*>(dst);
       for (int64_t i = 0; i < nb; ++i) {
-        QuantizeBlockQ8(src + i * kQk, y[i].qs, &y[i].d, &y[i].s);
+        QuantizeBlockQ8(src + i * kQk, y[i].qs, &y[i].d, &y[i].s,
+                        Q8Rounding::kReference);
       }
       return;
     }

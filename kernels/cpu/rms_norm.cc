@@ -14,8 +14,12 @@ void RmsNorm(const float* x, const float* weight, int64_t n_rows, int64_t dim,
   for (int64_t row = 0; row < n_rows; ++row) {
     const float* xr = x + row * dim;
     float* yr = out + row * dim;
-    // Fixed-order f32 sum of squares (8 lanes, fma), as every reduction here.
-    const float mean = simd::DotF32(xr, xr, dim) / static_cast<float>(dim);
+    // Sequential sum of f32 squares in double, as ggml's rms_norm: the
+    // order is fixed by the row alone, and matching the reference
+    // implementation's rounding here keeps our logits closest to it.
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(xr[i] * xr[i]);
+    const float mean = static_cast<float>(sum / static_cast<double>(dim));
     const float scale = 1.0f / std::sqrt(mean + eps);
     // ggml scales first and multiplies by the weight in a separate op.
     for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] * scale) * weight[i];

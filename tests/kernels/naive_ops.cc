@@ -265,8 +265,39 @@ std::vector<float> ActivationsSeen(GgmlType weight_type, const float* x,
     default:
       return std::vector<float>(x, x + n);
   }
-  const std::vector<uint8_t> q = Quantize(act, x, n);
+  const std::vector<uint8_t> q = QuantizeActivations(act, x, n);
   return Dequantize(act, q.data(), n);
+}
+
+std::vector<uint8_t> QuantizeActivations(GgmlType type, const float* x,
+                                         int64_t n) {
+  const bool q81 = type == GgmlType::kQ8_1;
+  const size_t block_bytes = q81 ? 36 : 34;
+  std::vector<uint8_t> out(size_t(n / 32) * block_bytes);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    uint8_t* y = out.data() + b * block_bytes;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0 ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    const int qs_at = q81 ? 4 : 2;
+    for (int j = 0; j < 32; ++j) {
+      const int q = int(std::nearbyint(xb[j] * id));  // half to even
+      y[qs_at + j] = uint8_t(int8_t(q));
+      sum += q;
+    }
+    const uint16_t dh = FloatToHalf(d);
+    y[0] = uint8_t(dh & 0xFF);
+    y[1] = uint8_t(dh >> 8);
+    if (q81) {
+      const uint16_t sh = FloatToHalf(float(sum) * d);
+      y[2] = uint8_t(sh & 0xFF);
+      y[3] = uint8_t(sh >> 8);
+    }
+  }
+  return out;
 }
 
 std::vector<float> RandomFloats(int64_t n, float lo, float hi,
@@ -333,7 +364,7 @@ MatMulRef MatMul(GgmlType type, const void* w, int64_t rows, int64_t cols,
     // Affine weights: ggml takes sum_k m * a_k of a block as m * s, with s the
     // Q8_1 block's f16 field, not the exact sum; so does this reference.
     std::vector<uint8_t> q81;
-    if (affine) q81 = Quantize(GgmlType::kQ8_1, x + t * cols, cols);
+    if (affine) q81 = QuantizeActivations(GgmlType::kQ8_1, x + t * cols, cols);
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* wrow =
           static_cast<const uint8_t*>(w) + size_t(r) * row_bytes;
@@ -419,7 +450,12 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
     const int32_t pos = placement.positions[t];
     for (int32_t h = 0; h < n_heads; ++h) {
       const int32_t g = h / (n_heads / kv.n_kv_heads);
-      const float* qh = q + (int64_t(t) * n_heads + h) * hd;
+      // Q and the softmax weights are rounded to f16, as the kernel (and
+      // llama.cpp) does; everything else is exact in double.
+      std::vector<float> q_half(static_cast<size_t>(hd));
+      for (int64_t d = 0; d < hd; ++d) {
+        q_half[d] = HalfToFloat(FloatToHalf(q[(int64_t(t) * n_heads + h) * hd + d]));
+      }
       auto row = [&](int32_t j, int32_t kvsel) {
         const int32_t block = placement.block_tables[t][j / kv.block_size];
         return kv.base + kv.Offset(block, layer, kvsel, g, j % kv.block_size);
@@ -430,7 +466,7 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
         const uint16_t* k = row(j, 0);
         double dot = 0;
         for (int64_t d = 0; d < hd; ++d)
-          dot += double(qh[d]) * HalfToFloat(k[d]);
+          dot += double(q_half[d]) * HalfToFloat(k[d]);
         s[j] = dot * scale;
         mx = std::max(mx, s[j]);
       }
@@ -439,7 +475,8 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
       double* o = out.data() + (int64_t(t) * n_heads + h) * hd;
       for (int32_t j = 0; j <= pos; ++j) {
         const uint16_t* v = row(j, 1);
-        for (int64_t d = 0; d < hd; ++d) o[d] += s[j] / sum * HalfToFloat(v[d]);
+        const double p = HalfToFloat(FloatToHalf(float(s[j] / sum)));
+        for (int64_t d = 0; d < hd; ++d) o[d] += p * HalfToFloat(v[d]);
       }
     }
   }

@@ -30,6 +30,11 @@ std::vector<float> Dequantize(GgmlType type, const void* row, int64_t n);
 // ggml's reference quantizers (quantize_row_*_ref).
 std::vector<uint8_t> Quantize(GgmlType type, const float* x, int64_t n);
 
+// Q8_0/Q8_1 the way llama.cpp's x86 kernels quantize activations:
+// q = round-half-even(x * 127 / amax).
+std::vector<uint8_t> QuantizeActivations(GgmlType type, const float* x,
+                                         int64_t n);
+
 // The activations a MatMul with `weight_type` effectively multiplies: x
 // quantized to Q8_1 (Q4_1/Q5_1 weights) or Q8_0 (Q4_0/Q5_0/Q8_0 weights) and
 // decoded again; x itself for the other types.

@@ -2,7 +2,7 @@
 """Writes tests/data/reference_logits.txt: logits of the default model computed
 by llama.cpp (through llama-cpp-python, an independent implementation of the
 GGUF format) for 5 prompts, every position, plus each prompt's greedy 32-token
-continuation. model_e2e_test.cc compares the engine against this file, so CI
+continuation with llama.cpp's top-2 margin at every step. model_e2e_test.cc compares the engine against this file, so CI
 needs no Python.
 
 Usage: python3 make_reference_logits.py MODEL.gguf OUT.txt
@@ -54,14 +54,19 @@ def main():
                 f"pos {p} top " +
                 " ".join(f"{t}:{row[t]:.6f}" for t in top) + " sample " +
                 " ".join(f"{row[t]:.6f}" for t in sample_ids))
-        cont = []
+        cont, margins = [], []
         last = scores[-1]
         for _ in range(CONTINUATION):
             tok = int(np.argmax(last))
+            top2 = np.sort(last)[-2:]
             cont.append(tok)
+            margins.append(float(top2[1] - top2[0]))
             llm.eval([tok])
             last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         lines.append("greedy " + " ".join(map(str, cont)))
+        # The top-1 minus top-2 logit at each greedy step: a step whose
+        # margin is within the two implementations' noise may go either way.
+        lines.append("margins " + " ".join(f"{m:.4f}" for m in margins))
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
