@@ -1,9 +1,11 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A two-turn chat with kvsession: the second turn sends only the new user
 message (append mode) and the server reuses the first turn's KV cache.
 
     examples/python/gen_stubs.sh
-    python3 examples/python/two_turn_chat.py --addr localhost:50051
+    /usr/bin/python3 examples/python/two_turn_chat.py --addr localhost:50051
+
+(Debian's python3 with python3-grpcio.)
 """
 import argparse
 import os
