@@ -114,80 +114,99 @@ std::shared_ptr<TurnHandle> Engine::Submit(
   return handle;
 }
 
-void Engine::RunOnEngine(std::function<void()> fn) {
-  std::promise<void> done;
-  std::future<void> f = done.get_future();
+void Engine::Post(std::function<void(bool)> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      fn();  // the thread is gone or going; the store is ours now
+    if (!stopping_) {
+      queue_.push_back(Task{nullptr, std::move(fn)});
+      cv_.notify_one();
       return;
     }
-    queue_.push_back(Task{nullptr, [&] {
-                            fn();
-                            done.set_value();
-                          }});
-    cv_.notify_one();
   }
-  f.wait();
+  fn(false);
 }
 
-absl::StatusOr<session_store::SessionInfo> Engine::GetSession(
-    const std::string& id) {
-  absl::StatusOr<session_store::SessionInfo> out;
-  RunOnEngine([&] { out = store_->GetInfo(id); });
+namespace {
+absl::Status Stopped() {
+  return absl::UnavailableError("the server is shutting down");
+}
+}  // namespace
+
+Engine::SessionInfoOr Engine::DoGetSession(const std::string& id) const {
+  return store_->GetInfo(id);
+}
+
+Engine::BlocksOr Engine::DoDeleteSession(const std::string& id) {
+  absl::StatusOr<session_store::SessionInfo> info = store_->GetInfo(id);
+  if (!info.ok()) return info.status();
+  if (absl::Status s = store_->Delete(id); !s.ok()) return s;
+  return info->num_blocks;
+}
+
+EngineStats Engine::DoStats() const {
+  EngineStats out = stats_;
+  out.running_sequences = static_cast<int32_t>(active_.size());
+  out.store = store_->Stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  out.queue_depth = static_cast<int32_t>(queue_.size());
   return out;
 }
 
-absl::StatusOr<session_store::SessionPage> Engine::ListSessions(
-    int32_t page_size, const std::string& page_token) {
-  absl::StatusOr<session_store::SessionPage> out;
-  RunOnEngine([&] { out = store_->List(page_size, page_token); });
-  return out;
+void Engine::GetSessionAsync(std::string id,
+                             std::function<void(SessionInfoOr)> done) {
+  CallAsync<SessionInfoOr>([this, id] { return DoGetSession(id); },
+                           std::move(done), Stopped());
+}
+
+void Engine::ListSessionsAsync(int32_t page_size, std::string page_token,
+                               std::function<void(SessionPageOr)> done) {
+  CallAsync<SessionPageOr>(
+      [this, page_size, page_token] {
+        return store_->List(page_size, page_token);
+      },
+      std::move(done), Stopped());
+}
+
+void Engine::DeleteSessionAsync(std::string id,
+                                std::function<void(BlocksOr)> done) {
+  CallAsync<BlocksOr>([this, id] { return DoDeleteSession(id); },
+                      std::move(done), Stopped());
+}
+
+void Engine::StatsAsync(std::function<void(EngineStats)> done) {
+  CallAsync<EngineStats>([this] { return DoStats(); }, std::move(done),
+                         EngineStats());
+}
+
+Engine::SessionInfoOr Engine::GetSession(const std::string& id) {
+  return CallSync<SessionInfoOr>([&] { return DoGetSession(id); }, Stopped());
+}
+
+Engine::SessionPageOr Engine::ListSessions(int32_t page_size,
+                                           const std::string& page_token) {
+  return CallSync<SessionPageOr>(
+      [&] { return store_->List(page_size, page_token); }, Stopped());
+}
+
+Engine::BlocksOr Engine::DeleteSession(const std::string& id) {
+  return CallSync<BlocksOr>([&] { return DoDeleteSession(id); }, Stopped());
+}
+
+EngineStats Engine::Stats() {
+  return CallSync<EngineStats>([&] { return DoStats(); }, EngineStats());
 }
 
 absl::StatusOr<std::vector<int32_t>> Engine::SessionTokens(
     const std::string& id) {
-  absl::StatusOr<std::vector<int32_t>> out;
-  RunOnEngine([&] {
-    if (store_->Contains(id)) {
-      out = store_->tokens(id);
-    } else {
-      out = absl::NotFoundError(absl::StrCat("session '", id, "' not found"));
-    }
-  });
-  return out;
-}
-
-absl::StatusOr<int32_t> Engine::DeleteSession(const std::string& id) {
-  absl::StatusOr<int32_t> out;
-  RunOnEngine([&] {
-    absl::StatusOr<session_store::SessionInfo> info = store_->GetInfo(id);
-    if (!info.ok()) {
-      out = info.status();
-      return;
-    }
-    if (absl::Status s = store_->Delete(id); !s.ok()) {
-      out = s;
-      return;
-    }
-    out = info->num_blocks;
-  });
-  return out;
-}
-
-EngineStats Engine::Stats() {
-  EngineStats out;
-  RunOnEngine([&] {
-    out = stats_;
-    out.running_sequences = static_cast<int32_t>(active_.size());
-    out.store = store_->Stats();
-  });
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    out.queue_depth = static_cast<int32_t>(queue_.size());
-  }
-  return out;
+  return CallSync<absl::StatusOr<std::vector<int32_t>>>(
+      [&]() -> absl::StatusOr<std::vector<int32_t>> {
+        if (!store_->Contains(id)) {
+          return absl::NotFoundError(
+              absl::StrCat("session '", id, "' not found"));
+        }
+        return store_->tokens(id);
+      },
+      Stopped());
 }
 
 void Engine::Stop() {
@@ -225,7 +244,7 @@ void Engine::Loop() {
     }
     for (Task& t : tasks) {
       if (t.call) {
-        t.call();
+        t.call(true);
       } else if (stopping) {
         t.turn->observer->OnDone(
             absl::CancelledError("the server is shutting down"),
@@ -239,17 +258,20 @@ void Engine::Loop() {
         Finish(*seq, absl::CancelledError("the server is shutting down"));
       }
       active_.clear();
-      std::lock_guard<std::mutex> lock(mu_);
-      for (Task& t : queue_) {
+      std::deque<Task> rest;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        rest.swap(queue_);
+      }
+      for (Task& t : rest) {
         if (t.call) {
-          t.call();
+          t.call(true);
         } else {
           t.turn->observer->OnDone(
               absl::CancelledError("the server is shutting down"),
               t.turn->result);
         }
       }
-      queue_.clear();
       return;
     }
     store_->ExpireIdle();

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -130,14 +131,25 @@ class Engine {
   std::shared_ptr<TurnHandle> Submit(TurnRequest request,
                                      std::shared_ptr<TurnObserver> observer);
 
-  absl::StatusOr<session_store::SessionInfo> GetSession(const std::string& id);
-  absl::StatusOr<session_store::SessionPage> ListSessions(
-      int32_t page_size, const std::string& page_token);
+  // Queries run on the engine thread between steps. The *Async forms call
+  // `done` there (it must not block) and never block the caller, so gRPC
+  // handlers only enqueue; the plain forms wait (tests, tools). After Stop()
+  // they answer UNAVAILABLE without touching the store.
+  using SessionInfoOr = absl::StatusOr<session_store::SessionInfo>;
+  using SessionPageOr = absl::StatusOr<session_store::SessionPage>;
+  using BlocksOr = absl::StatusOr<int32_t>;  // blocks freed by a delete
+  void GetSessionAsync(std::string id, std::function<void(SessionInfoOr)> done);
+  void ListSessionsAsync(int32_t page_size, std::string page_token,
+                         std::function<void(SessionPageOr)> done);
+  void DeleteSessionAsync(std::string id, std::function<void(BlocksOr)> done);
+  void StatsAsync(std::function<void(EngineStats)> done);
+
+  SessionInfoOr GetSession(const std::string& id);
+  SessionPageOr ListSessions(int32_t page_size, const std::string& page_token);
+  BlocksOr DeleteSession(const std::string& id);
+  EngineStats Stats();
   // The tokens whose KV the session holds.
   absl::StatusOr<std::vector<int32_t>> SessionTokens(const std::string& id);
-  // Returns the number of blocks freed.
-  absl::StatusOr<int32_t> DeleteSession(const std::string& id);
-  EngineStats Stats();
 
   // Cancels every queued and running turn (OnDone with CANCELLED) and stops
   // the thread. Idempotent.
@@ -152,13 +164,34 @@ class Engine {
   struct Task {
     // Exactly one of these is set.
     std::unique_ptr<Sequence> turn;
-    std::function<void()> call;
+    std::function<void(bool)> call;
   };
 
   Engine(ModelBundle* bundle, const Options& options);
   void Loop();
-  // Runs fn on the engine thread and waits for it.
-  void RunOnEngine(std::function<void()> fn);
+  // Runs fn(true) on the engine thread between steps, or fn(false) at once
+  // on the caller's thread once the engine has stopped.
+  void Post(std::function<void(bool running)> fn);
+  template <typename T>
+  void CallAsync(std::function<T()> fn, std::function<void(T)> done,
+                 T if_stopped) {
+    Post([fn = std::move(fn), done = std::move(done),
+          if_stopped = std::move(if_stopped)](bool running) mutable {
+      done(running ? fn() : std::move(if_stopped));
+    });
+  }
+  template <typename T>
+  T CallSync(std::function<T()> fn, T if_stopped) {
+    std::promise<T> result;
+    std::future<T> f = result.get_future();
+    CallAsync<T>(
+        std::move(fn), [&result](T v) { result.set_value(std::move(v)); },
+        std::move(if_stopped));
+    return f.get();
+  }
+  SessionInfoOr DoGetSession(const std::string& id) const;
+  BlocksOr DoDeleteSession(const std::string& id);
+  EngineStats DoStats() const;
   void Admit(std::unique_ptr<Sequence> seq);
   bool Step();
   void Finish(Sequence& seq, const absl::Status& status);
@@ -171,7 +204,7 @@ class Engine {
   kernels::KvCacheView kv_;
   std::unique_ptr<session_store::SessionStore> store_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stopping_ = false;

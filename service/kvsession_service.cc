@@ -303,10 +303,12 @@ grpc::ServerUnaryReactor* KvSessionService::GetSession(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  absl::StatusOr<session_store::SessionInfo> info =
-      engine_->GetSession(request->session_id());
-  if (info.ok()) FillSessionInfo(*info, response);
-  reactor->Finish(ToGrpcStatus(info.status()));
+  engine_->GetSessionAsync(
+      request->session_id(),
+      [this, reactor, response](runtime::Engine::SessionInfoOr info) {
+        if (info.ok()) FillSessionInfo(*info, response);
+        reactor->Finish(ToGrpcStatus(info.status()));
+      });
   return reactor;
 }
 
@@ -316,15 +318,17 @@ grpc::ServerUnaryReactor* KvSessionService::ListSessions(
     v1::ListSessionsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const int32_t size = request->page_size() == 0 ? 100 : request->page_size();
-  absl::StatusOr<session_store::SessionPage> page =
-      engine_->ListSessions(size, request->page_token());
-  if (page.ok()) {
-    for (const session_store::SessionInfo& s : page->sessions) {
-      FillSessionInfo(s, response->add_sessions());
-    }
-    response->set_next_page_token(page->next_page_token);
-  }
-  reactor->Finish(ToGrpcStatus(page.status()));
+  engine_->ListSessionsAsync(
+      size, request->page_token(),
+      [this, reactor, response](runtime::Engine::SessionPageOr page) {
+        if (page.ok()) {
+          for (const session_store::SessionInfo& s : page->sessions) {
+            FillSessionInfo(s, response->add_sessions());
+          }
+          response->set_next_page_token(page->next_page_token);
+        }
+        reactor->Finish(ToGrpcStatus(page.status()));
+      });
   return reactor;
 }
 
@@ -338,9 +342,12 @@ grpc::ServerUnaryReactor* KvSessionService::DeleteSession(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  absl::StatusOr<int32_t> freed = engine_->DeleteSession(request->session_id());
-  if (freed.ok()) response->set_freed_blocks(*freed);
-  reactor->Finish(ToGrpcStatus(freed.status()));
+  engine_->DeleteSessionAsync(
+      request->session_id(),
+      [reactor, response](runtime::Engine::BlocksOr freed) {
+        if (freed.ok()) response->set_freed_blocks(*freed);
+        reactor->Finish(ToGrpcStatus(freed.status()));
+      });
   return reactor;
 }
 
@@ -348,33 +355,34 @@ grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
     grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
     v1::ServerInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const runtime::ModelConfig& c = bundle_->model->config();
-  const runtime::EngineStats stats = engine_->Stats();
-  response->set_model_name(c.name);
-  response->set_model_path(options_.model_path);
-  response->set_architecture(c.architecture);
-  response->set_context_length(c.context_length);
-  response->set_vocab_size(c.vocab_size);
-  response->set_block_size(engine_->options().block_size);
-  response->set_kv_bytes_per_token(c.KvBytesPerToken());
-  for (session_store::Tier tier :
-       {session_store::Tier::kDevice, session_store::Tier::kHost}) {
-    const session_store::TierStats& t = stats.store.tier(tier);
-    v1::TierInfo* ti = response->add_tiers();
-    ti->set_tier(std::string(session_store::TierName(tier)));
-    ti->set_capacity_bytes(t.capacity_bytes);
-    ti->set_used_bytes(t.used_bytes);
-    ti->set_capacity_blocks(t.capacity_blocks);
-    ti->set_used_blocks(t.used_blocks);
-  }
-  response->set_backend(std::string(bundle_->backend->name()));
-  response->set_version(KVSESSION_VERSION);
-  response->set_build(KVSESSION_BUILD_INFO);
-  response->set_sessions(stats.store.sessions);
-  if (bundle_->chat_template.has_value()) {
-    response->set_chat_template(std::string(bundle_->chat_template->name()));
-  }
-  reactor->Finish(grpc::Status::OK);
+  engine_->StatsAsync([this, reactor, response](runtime::EngineStats stats) {
+    const runtime::ModelConfig& c = bundle_->model->config();
+    response->set_model_name(c.name);
+    response->set_model_path(options_.model_path);
+    response->set_architecture(c.architecture);
+    response->set_context_length(c.context_length);
+    response->set_vocab_size(c.vocab_size);
+    response->set_block_size(engine_->options().block_size);
+    response->set_kv_bytes_per_token(c.KvBytesPerToken());
+    for (session_store::Tier tier :
+         {session_store::Tier::kDevice, session_store::Tier::kHost}) {
+      const session_store::TierStats& t = stats.store.tier(tier);
+      v1::TierInfo* ti = response->add_tiers();
+      ti->set_tier(std::string(session_store::TierName(tier)));
+      ti->set_capacity_bytes(t.capacity_bytes);
+      ti->set_used_bytes(t.used_bytes);
+      ti->set_capacity_blocks(t.capacity_blocks);
+      ti->set_used_blocks(t.used_blocks);
+    }
+    response->set_backend(std::string(bundle_->backend->name()));
+    response->set_version(KVSESSION_VERSION);
+    response->set_build(KVSESSION_BUILD_INFO);
+    response->set_sessions(stats.store.sessions);
+    if (bundle_->chat_template.has_value()) {
+      response->set_chat_template(std::string(bundle_->chat_template->name()));
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

@@ -9,10 +9,124 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/f16.h"
 #include "tests/kernels/naive_ops.h"
 
 namespace kvsession::kernels {
 namespace {
+
+// The attention kernel as it was before queries and heads were tiled, one
+// (token, head) pair at a time. Its bits are the contract: a token's output
+// must not change with the kernel's tiling, so the tiled kernel is compared
+// to this one with memcmp.
+namespace previous {
+
+void ExpShifted(float* s, int64_t n, float mx) {
+  int64_t j = 0;
+#if KVS_CPU_AVX2
+  const __m256 vmx = _mm256_set1_ps(mx);
+  for (; j + simd::kLanes <= n; j += simd::kLanes) {
+    _mm256_storeu_ps(s + j,
+                     simd::Exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vmx)));
+  }
+#endif
+  for (; j < n; ++j) s[j] = simd::ExpScalar(s[j] - mx);
+}
+
+void AccumulateV(const float* p, const uint16_t* v, int64_t m, int64_t hd,
+                 float* out) {
+  int64_t d0 = 0;
+#if KVS_CPU_AVX2
+  constexpr int kRegs = 8;
+  for (; d0 + kRegs * simd::kLanes <= hd; d0 += kRegs * simd::kLanes) {
+    __m256 acc[kRegs];
+    for (int i = 0; i < kRegs; ++i) {
+      acc[i] = _mm256_loadu_ps(out + d0 + i * simd::kLanes);
+    }
+    for (int64_t j = 0; j < m; ++j) {
+      const __m256 w = _mm256_set1_ps(p[j]);
+      const uint16_t* vj = v + j * hd + d0;
+      for (int i = 0; i < kRegs; ++i) {
+        acc[i] =
+            _mm256_fmadd_ps(w, simd::LoadF16x8(vj + i * simd::kLanes), acc[i]);
+      }
+    }
+    for (int i = 0; i < kRegs; ++i) {
+      _mm256_storeu_ps(out + d0 + i * simd::kLanes, acc[i]);
+    }
+  }
+  for (; d0 + simd::kLanes <= hd; d0 += simd::kLanes) {
+    __m256 acc = _mm256_loadu_ps(out + d0);
+    for (int64_t j = 0; j < m; ++j) {
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
+                            simd::LoadF16x8(v + j * hd + d0), acc);
+    }
+    _mm256_storeu_ps(out + d0, acc);
+  }
+#endif
+  for (; d0 < hd; ++d0) {
+    float acc = out[d0];
+    for (int64_t j = 0; j < m; ++j) {
+      acc = std::fma(p[j], HalfToFloat(v[j * hd + d0]), acc);
+    }
+    out[d0] = acc;
+  }
+}
+
+float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
+
+void AttendOne(const KvCacheView& kv, int32_t layer, int32_t kv_head,
+               int32_t pos, const int32_t* table, const float* q_in,
+               float scale, float* q, float* scores, float* out) {
+  const int32_t hd = kv.head_dim;
+  for (int32_t i = 0; i < hd; ++i) q[i] = RoundToHalf(q_in[i]);
+  const int32_t bs = kv.block_size;
+  const int64_t n = int64_t{pos} + 1;
+  for (int64_t j0 = 0; j0 < n; j0 += bs) {
+    const int32_t block = table[j0 / bs];
+    const uint16_t* k = kv.base + kv.Offset(block, layer, 0, kv_head, 0);
+    const int64_t m = std::min<int64_t>(bs, n - j0);
+    float* s = scores + j0;
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4) simd::DotF32F16x4(q, k + i * hd, hd, hd, s + i);
+    for (; i < m; ++i) s[i] = simd::DotF32F16(q, k + i * hd, hd);
+    for (i = 0; i < m; ++i) s[i] = s[i] * scale;
+  }
+  float mx = scores[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, scores[j]);
+  ExpShifted(scores, n, mx);
+  const float inv = 1.0f / simd::SumF32(scores, n);
+  for (int64_t j = 0; j < n; ++j) scores[j] = RoundToHalf(scores[j] * inv);
+  std::fill(out, out + hd, 0.0f);
+  for (int64_t j0 = 0; j0 < n; j0 += bs) {
+    const uint16_t* v =
+        kv.base + kv.Offset(table[j0 / bs], layer, 1, kv_head, 0);
+    AccumulateV(scores + j0, v, std::min<int64_t>(bs, n - j0), hd, out);
+  }
+}
+
+std::vector<float> Attention(const KvCacheView& kv, int32_t layer,
+                             const TokenPlacement& placement, const float* q,
+                             int32_t n_heads, float scale) {
+  const int32_t group = n_heads / kv.n_kv_heads;
+  const int32_t hd = kv.head_dim;
+  std::vector<float> out(size_t(placement.n_tokens) * n_heads * hd);
+  std::vector<float> q_half(static_cast<size_t>(hd));
+  std::vector<float> scores;
+  for (int32_t t = 0; t < placement.n_tokens; ++t) {
+    const int32_t pos = placement.positions[t];
+    scores.resize(size_t(pos) + 1);
+    for (int32_t h = 0; h < n_heads; ++h) {
+      const int64_t off = (int64_t{t} * n_heads + h) * hd;
+      AttendOne(kv, layer, h / group, pos, placement.block_tables[t], q + off,
+                scale, q_half.data(), scores.data(), out.data() + off);
+    }
+  }
+  return out;
+}
+
+}  // namespace previous
 
 // A paged cache filled with random f16 in [-1, 1] and three sequences whose
 // block tables are disjoint, shuffled (non-contiguous, out of order) picks
@@ -155,6 +269,82 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(std::get<1>(info.param)) + "_bs" +
              std::to_string(std::get<2>(info.param));
     });
+
+// Queries of every context length 1..1100 (one sequence prefilled in chunks
+// of uneven size), other sequences' prefill chunks and single decode tokens
+// interleaved between them, and a run of one sequence's tokens whose
+// positions are not consecutive: every output is the previous kernel's, bit
+// for bit, with 1 and 2 threads.
+TEST_P(AttentionTest, BitwiseEqualsPreviousKernel) {
+  const auto [ratio, head_dim, block_size] = GetParam();
+  constexpr int32_t kKvHeads = 2;
+  const int32_t n_heads = kKvHeads * ratio;
+  Fixture f(kKvHeads, head_dim, block_size, {1100, 1, 37, 517, 64},
+            uint32_t(ratio * 77 + head_dim + block_size));
+  std::vector<Query> qs;
+  auto chunk = [&qs](int seq, int32_t first, int32_t last) {
+    for (int32_t p = first; p <= last; ++p) qs.push_back({seq, p});
+  };
+  chunk(0, 0, 298);
+  qs.push_back({1, 0});
+  chunk(0, 299, 700);
+  chunk(2, 0, 36);
+  qs.push_back({3, 516});
+  chunk(0, 701, 703);
+  chunk(4, 40, 63);
+  chunk(0, 704, 1099);
+  chunk(3, 100, 110);
+  qs.push_back({4, 7});
+  for (int32_t p : {5, 3, 900, 901, 17, 16, 15}) qs.push_back({0, p});
+  const Batch b = MakeBatch(f, qs);
+  std::mt19937 rng(41);
+  const std::vector<float> q = naive::RandomFloats(
+      int64_t(qs.size()) * n_heads * head_dim, -1.5f, 1.5f, rng);
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  const std::vector<float> want =
+      previous::Attention(f.kv, 1, b.placement(), q.data(), n_heads, scale);
+  const size_t width = size_t(n_heads * head_dim);
+  for (int threads : {1, 2}) {
+    const std::vector<float> got =
+        RunAttention(f, b, q.data(), n_heads, threads);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t t = 0; t < qs.size(); ++t) {
+      ASSERT_EQ(0, std::memcmp(want.data() + t * width, got.data() + t * width,
+                               width * sizeof(float)))
+          << "token " << t << " (sequence " << qs[t].seq << ", position "
+          << qs[t].pos << "), " << threads << " threads";
+    }
+  }
+}
+
+// Head sizes that are not a multiple of the widest register blocks, and a
+// block size that is not a multiple of 8, against the previous kernel.
+TEST(AttentionTest, BitwiseEqualsPreviousKernelOddShapes) {
+  for (const auto& [head_dim, block_size] :
+       std::vector<std::pair<int, int>>{{72, 24}, {40, 16}, {8, 5}, {20, 16}}) {
+    constexpr int32_t kKvHeads = 3;
+    const int32_t n_heads = kKvHeads * 3;
+    Fixture f(kKvHeads, head_dim, block_size, {300, 41}, uint32_t(head_dim));
+    std::vector<Query> qs;
+    for (int32_t p = 0; p < 300; ++p) qs.push_back({0, p});
+    for (int32_t p : {40, 0, 23, 24, 25}) qs.push_back({1, p});
+    const Batch b = MakeBatch(f, qs);
+    std::mt19937 rng(5);
+    const std::vector<float> q = naive::RandomFloats(
+        int64_t(qs.size()) * n_heads * head_dim, -1.5f, 1.5f, rng);
+    const std::vector<float> want = previous::Attention(
+        f.kv, 0, b.placement(), q.data(), n_heads,
+        1.0f / std::sqrt(float(head_dim)));
+    for (int threads : {1, 2}) {
+      const std::vector<float> got =
+          RunAttention(f, b, q.data(), n_heads, threads, 0);
+      ASSERT_EQ(0, std::memcmp(want.data(), got.data(),
+                               want.size() * sizeof(float)))
+          << "head_dim " << head_dim << " block_size " << block_size << ", "
+          << threads << " threads";
+    }
+  }
+}
 
 // Position 0 attends to itself only: the output is exactly its V row.
 TEST(AttentionTest, FirstPositionReturnsItsValue) {

@@ -331,5 +331,51 @@ TEST_F(ServiceTest, MalformedRequestsGetPreciseStatusAndTouchNothing) {
   EXPECT_EQ(next.summary.cached_tokens(), first.summary.session_tokens());
 }
 
+TEST_F(ServiceTest, ListSessionsPagesAndServerInfoAccountsForKv) {
+  auto& stub = server_.stub();
+  for (const char* id : {"list-a", "list-b", "list-c"}) {
+    ASSERT_TRUE(RunChat(stub, UserTurn(id, "hello there", 5)).status.ok());
+  }
+  std::vector<std::string> seen;
+  int64_t kv_bytes = 0;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    v1::ListSessionsRequest req;
+    req.set_page_size(2);
+    req.set_page_token(token);
+    v1::ListSessionsResponse resp;
+    ASSERT_TRUE(stub.ListSessions(&ctx, req, &resp).ok());
+    EXPECT_LE(resp.sessions_size(), 2);
+    for (const v1::SessionInfo& s : resp.sessions()) {
+      seen.push_back(s.session_id());
+      kv_bytes += s.kv_bytes();
+      EXPECT_EQ(s.state(), v1::SESSION_STATE_RESIDENT);
+      EXPECT_GT(s.tokens(), 0);
+    }
+    token = resp.next_page_token();
+  } while (!token.empty());
+  EXPECT_EQ(seen, (std::vector<std::string>{"list-a", "list-b", "list-c"}));
+
+  grpc::ClientContext ctx;
+  v1::ServerInfo info;
+  ASSERT_TRUE(stub.GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.sessions(), 3);
+  EXPECT_EQ(info.block_size(), 16);
+  EXPECT_EQ(info.architecture(), "llama");
+  EXPECT_EQ(info.chat_template(), "chatml");
+  ASSERT_GE(info.tiers_size(), 1);
+  EXPECT_EQ(info.tiers(0).tier(), "device");
+  EXPECT_GT(info.tiers(0).capacity_bytes(), 0);
+  EXPECT_EQ(info.tiers(0).used_bytes(), kv_bytes);
+
+  grpc::ClientContext bad_ctx;
+  v1::ListSessionsRequest bad;
+  bad.set_page_size(5000);
+  v1::ListSessionsResponse resp;
+  EXPECT_EQ(stub.ListSessions(&bad_ctx, bad, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace kvsession::testing
