@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "grpcpp/generic/generic_stub.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/runtime/tiny_model.h"
@@ -95,6 +96,45 @@ class ServerProcess {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvSession::Stub> stub_;
 };
+
+// grpc.health.v1.Health/Check through a generic stub: the request (empty
+// service name) is zero bytes; a SERVING response is field 1 = 1, i.e. the
+// bytes 08 01.
+std::string HealthCheck(int port) {
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                     grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  grpc::Slice empty;
+  grpc::ByteBuffer request(&empty, 1);
+  auto call = stub.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check",
+                                    request, &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok;
+  if (!cq.Next(&tag, &ok) || !ok || !status.ok()) return "error";
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return "error";
+  std::string out;
+  for (const grpc::Slice& sl : slices) {
+    out.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return out;
+}
+
+TEST(ServerProcessTest, AnswersGrpcHealthChecks) {
+  ServerProcess server(5);
+  ASSERT_TRUE(server.WaitReady());
+  EXPECT_EQ(HealthCheck(server.port()), std::string("\x08\x01", 2));
+}
 
 TEST(ServerProcessTest, ChatClientWorksFromAPipe) {
   ServerProcess server(5);
