@@ -332,18 +332,51 @@ TEST(AttentionTest, BitwiseEqualsPreviousKernelOddShapes) {
     std::mt19937 rng(5);
     const std::vector<float> q = naive::RandomFloats(
         int64_t(qs.size()) * n_heads * head_dim, -1.5f, 1.5f, rng);
-    const std::vector<float> want = previous::Attention(
-        f.kv, 0, b.placement(), q.data(), n_heads,
-        1.0f / std::sqrt(float(head_dim)));
+    const std::vector<float> want =
+        previous::Attention(f.kv, 0, b.placement(), q.data(), n_heads,
+                            1.0f / std::sqrt(float(head_dim)));
     for (int threads : {1, 2}) {
       const std::vector<float> got =
           RunAttention(f, b, q.data(), n_heads, threads, 0);
-      ASSERT_EQ(0, std::memcmp(want.data(), got.data(),
-                               want.size() * sizeof(float)))
+      ASSERT_EQ(
+          0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
           << "head_dim " << head_dim << " block_size " << block_size << ", "
           << threads << " threads";
     }
   }
+}
+
+// Infinities and NaNs in the queries (so in the scores: inf, NaN, a NaN as
+// first score) come out as the previous kernel's bits too.
+TEST(AttentionTest, BitwiseEqualsPreviousKernelNonFinite) {
+  constexpr int32_t kKvHeads = 3, kHeads = 9, kHeadDim = 64;
+  Fixture f(kKvHeads, kHeadDim, 16, {200}, 8);
+  std::vector<Query> qs;
+  for (int32_t p = 0; p < 200; ++p) qs.push_back({0, p});
+  const Batch b = MakeBatch(f, qs);
+  std::mt19937 rng(6);
+  std::vector<float> q = naive::RandomFloats(
+      int64_t(qs.size()) * kHeads * kHeadDim, -1.5f, 1.5f, rng);
+  const float specials[] = {INFINITY, -INFINITY, NAN, -NAN, 1e30f, 0.0f};
+  std::uniform_int_distribution<size_t> pick(0, q.size() - 1);
+  for (int i = 0; i < 300; ++i) q[pick(rng)] = specials[i % 6];
+  // Non-finite K and V too: position 0 of KV head 1 (every query's first
+  // score NaN there) and scattered elements.
+  const int32_t* table = f.tables[0].data();
+  f.arena[size_t(f.kv.Offset(table[0], 1, 0, 1, 0) + 5)] = 0x7e00;  // NaN
+  const uint16_t half_specials[] = {0x7c00, 0xfc00, 0x7e00, 0xfe01};
+  std::uniform_int_distribution<int32_t> slot(1, 199), elem(0, kHeadDim - 1);
+  for (int i = 0; i < 40; ++i) {
+    const int32_t j = slot(rng);
+    f.arena[size_t(f.kv.Offset(table[j / 16], 1, i % 2, i % kKvHeads, j % 16) +
+                   elem(rng))] = half_specials[i % 4];
+  }
+  const std::vector<float> want =
+      previous::Attention(f.kv, 1, b.placement(), q.data(), kHeads, 0.125f);
+  std::vector<float> got(want.size());
+  Attention(f.kv, 1, b.placement(), q.data(), {kHeads, 0.125f}, got.data(),
+            CpuExec{2});
+  ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
 }
 
 // Position 0 attends to itself only: the output is exactly its V row.
