@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, addr, "localhost:50051", "Server address");
 ABSL_FLAG(std::string, workload, "all", "single, multi, classic or all");
 ABSL_FLAG(std::string, json_out, "", "Write results as JSON here");
 ABSL_FLAG(int32_t, turns, 8, "Turns of the single-session workload");
+ABSL_FLAG(int32_t, single_repeats, 5,
+          "Sessions run through the single-session workload; per-turn TTFT "
+          "is their median (one noisy turn does not decide the ratio)");
 ABSL_FLAG(int32_t, sessions, 16, "Sessions of the multi-session workload");
 ABSL_FLAG(int32_t, multi_turns, 4, "Turns per session in the multi workload");
 ABSL_FLAG(int32_t, clients, 4, "Concurrent clients in the multi workload");
@@ -124,71 +127,93 @@ std::string Json(const std::vector<std::pair<std::string, std::string>>& kv) {
   return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
 }
 
+double Median(std::vector<double> v) { return Percentile(std::move(v), 50); }
+
 std::string RunSingle(v1::KvSession::Stub& stub, std::mt19937& rng) {
-  const std::string id = absl::StrFormat("bench-single-%08x", rng());
   const int turns = absl::GetFlag(FLAGS_turns);
+  const int repeats = std::max(1, absl::GetFlag(FLAGS_single_repeats));
   std::vector<std::string> user(turns);
   for (auto& u : user) u = UserText(rng, absl::GetFlag(FLAGS_user_words));
-  std::vector<TurnStats> cached, fresh;
-  int history = 0;
-  std::vector<std::pair<std::string, std::string>> transcript;
-  for (int t = 0; t < turns; ++t) {
-    TurnStats s = Send(stub, Turn(id, user[t]));
-    s.turn = t + 1;
-    s.history = history;
-    history = s.prompt + s.generated;
-    cached.push_back(s);
-    transcript.push_back({"user", user[t]});
-    // The no-cache baseline: a fresh session given the whole conversation.
-    v1::ChatRequest full;
-    full.set_session_id(absl::StrFormat("bench-fresh-%08x", rng()));
-    full.set_mode(v1::HISTORY_MODE_FULL);
-    for (const auto& [role, content] : transcript) {
-      v1::Message* m = full.add_messages();
-      m->set_role(role);
-      m->set_content(content);
+  // cached[r][t]: repetition r of the conversation with the cache; fresh[t]:
+  // a new session given the whole conversation (first repetition only).
+  std::vector<std::vector<TurnStats>> cached(repeats);
+  std::vector<TurnStats> fresh;
+  for (int r = 0; r < repeats; ++r) {
+    const std::string id = absl::StrFormat("bench-single-%08x", rng());
+    int history = 0;
+    std::vector<std::pair<std::string, std::string>> transcript;
+    for (int t = 0; t < turns; ++t) {
+      TurnStats s = Send(stub, Turn(id, user[t]));
+      s.turn = t + 1;
+      s.history = history;
+      history = s.prompt + s.generated;
+      cached[r].push_back(s);
+      transcript.push_back({"user", user[t]});
+      if (r == 0) {
+        // The no-cache baseline: a fresh session given the whole
+        // conversation in full-history mode.
+        v1::ChatRequest full;
+        full.set_session_id(absl::StrFormat("bench-fresh-%08x", rng()));
+        full.set_mode(v1::HISTORY_MODE_FULL);
+        for (const auto& [role, content] : transcript) {
+          v1::Message* m = full.add_messages();
+          m->set_role(role);
+          m->set_content(content);
+        }
+        full.set_max_tokens(absl::GetFlag(FLAGS_gen_tokens));
+        full.set_ignore_eos(true);
+        TurnStats f = Send(stub, full);
+        f.turn = t + 1;
+        fresh.push_back(f);
+        grpc::ClientContext ctx;
+        v1::DeleteSessionRequest d;
+        d.set_session_id(full.session_id());
+        v1::DeleteSessionResponse dr;
+        (void)stub.DeleteSession(&ctx, d, &dr);
+      }
+      transcript.push_back({"assistant", s.text});
     }
-    full.set_max_tokens(absl::GetFlag(FLAGS_gen_tokens));
-    full.set_ignore_eos(true);
-    TurnStats f = Send(stub, full);
-    f.turn = t + 1;
-    fresh.push_back(f);
-    transcript.push_back({"assistant", s.text});
-    grpc::ClientContext ctx;
-    v1::DeleteSessionRequest d;
-    d.set_session_id(full.session_id());
-    v1::DeleteSessionResponse dr;
-    (void)stub.DeleteSession(&ctx, d, &dr);
   }
-  std::printf("\nsingle session, %d turns (+%d words, %d generated tokens each)\n",
-              turns, absl::GetFlag(FLAGS_user_words), absl::GetFlag(FLAGS_gen_tokens));
-  std::printf("%4s %7s %7s %9s | %10s %10s | %10s %10s %8s\n", "turn", "prompt",
-              "reused", "prefilled", "TTFT ms", "total ms", "fresh TTFT",
-              "fresh tot", "speedup");
+  std::printf(
+      "\nsingle session, %d turns (+%d words, %d generated tokens each), "
+      "median of %d sessions\n",
+      turns, absl::GetFlag(FLAGS_user_words), absl::GetFlag(FLAGS_gen_tokens),
+      repeats);
+  std::printf("%4s %7s %7s %9s | %10s %10s | %10s %10s %8s\n", "turn",
+              "prompt", "reused", "prefilled", "TTFT ms", "total ms",
+              "fresh TTFT", "fresh tot", "speedup");
   std::vector<std::string> rows;
+  std::vector<double> ttft(turns);
   int64_t reused = 0, hist = 0;
   for (int t = 0; t < turns; ++t) {
-    const TurnStats& c = cached[t];
+    std::vector<double> tt, tot;
+    for (int r = 0; r < repeats; ++r) {
+      tt.push_back(cached[r][t].ttft);
+      tot.push_back(cached[r][t].total);
+      if (t > 0) {
+        reused += cached[r][t].cached;
+        hist += cached[r][t].history;
+      }
+    }
+    ttft[t] = Median(tt);
+    const TurnStats& c = cached[0][t];
     const TurnStats& f = fresh[t];
     std::printf("%4d %7d %7d %9d | %10.1f %10.1f | %10.1f %10.1f %7.2fx\n",
-                c.turn, c.prompt, c.cached, c.prefilled, c.ttft * 1e3,
-                c.total * 1e3, f.ttft * 1e3, f.total * 1e3, f.ttft / c.ttft);
-    if (t > 0) {
-      reused += c.cached;
-      hist += c.history;
-    }
+                c.turn, c.prompt, c.cached, c.prefilled, ttft[t] * 1e3,
+                Median(tot) * 1e3, f.ttft * 1e3, f.total * 1e3,
+                f.ttft / ttft[t]);
     rows.push_back(Json({{"turn", absl::StrCat(c.turn)},
                          {"prompt_tokens", absl::StrCat(c.prompt)},
                          {"reused_tokens", absl::StrCat(c.cached)},
                          {"prefilled_tokens", absl::StrCat(c.prefilled)},
-                         {"ttft_s", absl::StrCat(c.ttft)},
-                         {"total_s", absl::StrCat(c.total)},
+                         {"ttft_median_s", absl::StrCat(ttft[t])},
+                         {"total_median_s", absl::StrCat(Median(tot))},
                          {"fresh_ttft_s", absl::StrCat(f.ttft)},
                          {"fresh_total_s", absl::StrCat(f.total)}}));
   }
   const double share = hist ? 100.0 * reused / hist : 0;
-  const double flat = turns > 1 ? cached[turns - 1].ttft / cached[1].ttft : 0;
-  std::printf("history tokens reused: %.2f%%; TTFT turn %d / turn 2: %.2f\n",
+  const double flat = turns > 1 ? ttft[turns - 1] / ttft[1] : 0;
+  std::printf("history tokens reused: %.2f%%; median TTFT turn %d / turn 2: %.2f\n",
               share, turns, flat);
   return Json({{"turns", absl::StrCat("[", absl::StrJoin(rows, ", "), "]")},
                {"history_reused_pct", absl::StrCat(share)},
