@@ -104,7 +104,6 @@ std::shared_ptr<TurnHandle> Engine::Submit(
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
       queue_.push_back(Task{std::move(seq), nullptr});
-      ++stats_.queue_depth;
       cv_.notify_one();
       return handle;
     }
@@ -240,7 +239,6 @@ void Engine::Loop() {
         tasks.push_back(std::move(t));
         queue_.pop_front();
       }
-      stats_.queue_depth = static_cast<int32_t>(queue_.size());
     }
     for (Task& t : tasks) {
       if (t.call) {
