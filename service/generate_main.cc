@@ -10,15 +10,11 @@
 #include "absl/flags/usage.h"
 #include "runtime/generate.h"
 #include "runtime/model_bundle.h"
+#include "service/model_flags.h"
 
-ABSL_FLAG(std::string, model, "", "Path of a GGUF model file");
 ABSL_FLAG(std::string, prompt, "", "Prompt text (or the user message with --chat)");
 ABSL_FLAG(bool, chat, false, "Wrap the prompt in the model's chat template");
 ABSL_FLAG(std::string, system, "", "System message with --chat (default: the template's)");
-ABSL_FLAG(std::string, chat_template, "", "Override the chat template: chatml or llama3");
-ABSL_FLAG(bool, default_system_prompt, false,
-          "Insert the chat template's default system prompt when a "
-          "conversation has no system message");
 ABSL_FLAG(int32_t, max_tokens, 256, "Maximum tokens to generate");
 ABSL_FLAG(float, temperature, 0.0f, "Sampling temperature; 0 is greedy");
 ABSL_FLAG(int32_t, top_k, 0, "Top-k sampling; 0 is off");
@@ -26,18 +22,13 @@ ABSL_FLAG(float, top_p, 1.0f, "Top-p (nucleus) sampling; 1 is off");
 ABSL_FLAG(float, min_p, 0.0f, "Min-p sampling; 0 is off");
 ABSL_FLAG(float, repetition_penalty, 1.0f, "Repetition penalty; 1 is off");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 is all cores");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-generation tokens");
 
 namespace kvsession {
 namespace {
 
 int Run() {
-  runtime::ModelBundle::Options load;
-  load.path = absl::GetFlag(FLAGS_model);
-  load.n_threads = absl::GetFlag(FLAGS_threads);
-  load.chat_template = absl::GetFlag(FLAGS_chat_template);
-  load.default_system_prompt = absl::GetFlag(FLAGS_default_system_prompt);
+  runtime::ModelBundle::Options load = service::ModelOptionsFromFlags();
   if (load.path.empty()) {
     std::cerr << "--model is required\n";
     return 2;

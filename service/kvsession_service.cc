@@ -61,7 +61,8 @@ void LogTurn(const char* rpc, const absl::Status& status,
 class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
                           public runtime::TurnObserver {
  public:
-  TurnReactor(const char* rpc, bool log) : rpc_(rpc), log_(log) {}
+  TurnReactor(const char* rpc, bool log, Metrics* metrics)
+      : rpc_(rpc), log_(log), metrics_(metrics), start_(absl::Now()) {}
 
   void Begin(runtime::Engine* engine, runtime::TurnRequest request) {
     // The engine holds a non-owning shared_ptr: the reactor's lifetime is
@@ -73,11 +74,23 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     if (cancelled_) handle_->Cancel();
   }
 
-  void FailNow(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void FailNow(const absl::Status& status) {
+    grpc::Status st = ToGrpcStatus(status);
+    RecordRequest(st);
+    Finish(st);
+  }
 
   // runtime::TurnObserver
   void OnDelta(std::string_view text,
                std::span<const int32_t> tokens) override {
+    if (metrics_ != nullptr) {
+      // Only the engine thread touches last_delta_.
+      const absl::Time now = absl::Now();
+      if (last_delta_ != absl::InfinitePast()) {
+        metrics_->ObserveInterToken(absl::ToDoubleSeconds(now - last_delta_));
+      }
+      last_delta_ = now;
+    }
     v1::ChatEvent ev;
     ev.mutable_delta()->set_text(std::string(text));
     for (int32_t t : tokens) ev.mutable_delta()->add_token_ids(t);
@@ -87,6 +100,7 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
   void OnDone(const absl::Status& status,
               const runtime::TurnResult& r) override {
     if (log_) LogTurn(rpc_, status, r);
+    if (metrics_ != nullptr) metrics_->ObserveTurn(r);
     v1::ChatEvent ev;
     if (status.ok()) {
       v1::TurnSummary* s = ev.mutable_summary();
@@ -102,7 +116,11 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
       s->set_swap_in_seconds(r.swap_in_seconds);
       s->set_session_tokens(r.session_tokens);
     }
-    Push(std::move(ev), true, ToGrpcStatus(status));
+    grpc::Status final_status = ToGrpcStatus(status);
+    // Recorded before the client can see the end of the stream, so a
+    // scrape after a finished call includes it.
+    RecordRequest(final_status);
+    Push(std::move(ev), true, std::move(final_status));
   }
 
   // grpc reactions
@@ -126,6 +144,12 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
   void OnDone() override { delete this; }
 
  private:
+  void RecordRequest(const grpc::Status& status) {
+    if (metrics_ == nullptr) return;
+    metrics_->ObserveRequest(rpc_, status.error_code(),
+                             absl::ToDoubleSeconds(absl::Now() - start_));
+  }
+
   void Push(v1::ChatEvent ev, bool last, grpc::Status final_status) {
     std::unique_lock<std::mutex> lock(mu_);
     if (ev.event_case() != v1::ChatEvent::EVENT_NOT_SET && !cancelled_) {
@@ -160,6 +184,9 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
 
   const char* rpc_;
   bool log_;
+  Metrics* metrics_;
+  const absl::Time start_;
+  absl::Time last_delta_ = absl::InfinitePast();
   std::shared_ptr<runtime::TurnHandle> handle_;
   std::mutex mu_;
   std::deque<v1::ChatEvent> queue_;
@@ -170,6 +197,20 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
   bool cancelled_ = false;
   grpc::Status final_;
 };
+
+// The generation fields ChatRequest and CompleteRequest share.
+template <typename Request>
+absl::Status FillGeneration(const Request& r, int32_t default_max_tokens,
+                            runtime::TurnRequest* t) {
+  absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
+  if (!sp.ok()) return sp.status();
+  t->sampling = *sp;
+  t->max_tokens = r.max_tokens() > 0 ? r.max_tokens() : default_max_tokens;
+  t->stop.assign(r.stop().begin(), r.stop().end());
+  t->ignore_eos = r.ignore_eos();
+  t->use_cache = !r.has_use_cache() || r.use_cache();
+  return absl::OkStatus();
+}
 
 absl::Time DeadlineOf(grpc::CallbackServerContext* context) {
   const auto d = context->deadline();
@@ -214,14 +255,10 @@ absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildChatTurn(
   } else {
     t.tokens = *std::move(first);
   }
-  absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
-  if (!sp.ok()) return sp.status();
-  t.sampling = *sp;
-  t.max_tokens =
-      r.max_tokens() > 0 ? r.max_tokens() : options_.default_max_tokens;
-  t.stop.assign(r.stop().begin(), r.stop().end());
-  t.ignore_eos = r.ignore_eos();
-  t.use_cache = !r.has_use_cache() || r.use_cache();
+  if (absl::Status st = FillGeneration(r, options_.default_max_tokens, &t);
+      !st.ok()) {
+    return st;
+  }
   return t;
 }
 
@@ -238,21 +275,17 @@ absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildCompleteTurn(
   } else {
     t.tokens.assign(r.tokens().ids().begin(), r.tokens().ids().end());
   }
-  absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
-  if (!sp.ok()) return sp.status();
-  t.sampling = *sp;
-  t.max_tokens =
-      r.max_tokens() > 0 ? r.max_tokens() : options_.default_max_tokens;
-  t.stop.assign(r.stop().begin(), r.stop().end());
-  t.ignore_eos = r.ignore_eos();
-  t.use_cache = !r.has_use_cache() || r.use_cache();
+  if (absl::Status st = FillGeneration(r, options_.default_max_tokens, &t);
+      !st.ok()) {
+    return st;
+  }
   return t;
 }
 
 grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::StartTurn(
     grpc::CallbackServerContext* context, const char* rpc,
     absl::StatusOr<runtime::TurnRequest> turn) {
-  auto* reactor = new TurnReactor(rpc, options_.log_turns);
+  auto* reactor = new TurnReactor(rpc, options_.log_turns, options_.metrics);
   if (!turn.ok()) {
     reactor->FailNow(turn.status());
     return reactor;
@@ -270,6 +303,16 @@ grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Chat(
 grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Complete(
     grpc::CallbackServerContext* context, const v1::CompleteRequest* request) {
   return StartTurn(context, "Complete", BuildCompleteTurn(*request));
+}
+
+void KvSessionService::FinishUnary(grpc::ServerUnaryReactor* reactor,
+                                   const char* rpc, absl::Time start,
+                                   const grpc::Status& status) const {
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveRequest(
+        rpc, status.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  reactor->Finish(status);
 }
 
 void KvSessionService::FillSessionInfo(const session_store::SessionInfo& in,
@@ -298,16 +341,17 @@ grpc::ServerUnaryReactor* KvSessionService::GetSession(
     grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
     v1::SessionInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
   if (absl::Status s = ValidateSessionId(request->session_id(), true);
       !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+    FinishUnary(reactor, "GetSession", start, ToGrpcStatus(s));
     return reactor;
   }
   engine_->GetSessionAsync(
       request->session_id(),
-      [this, reactor, response](runtime::Engine::SessionInfoOr info) {
+      [this, reactor, response, start](runtime::Engine::SessionInfoOr info) {
         if (info.ok()) FillSessionInfo(*info, response);
-        reactor->Finish(ToGrpcStatus(info.status()));
+        FinishUnary(reactor, "GetSession", start, ToGrpcStatus(info.status()));
       });
   return reactor;
 }
@@ -317,17 +361,19 @@ grpc::ServerUnaryReactor* KvSessionService::ListSessions(
     const v1::ListSessionsRequest* request,
     v1::ListSessionsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
   const int32_t size = request->page_size() == 0 ? 100 : request->page_size();
   engine_->ListSessionsAsync(
       size, request->page_token(),
-      [this, reactor, response](runtime::Engine::SessionPageOr page) {
+      [this, reactor, response, start](runtime::Engine::SessionPageOr page) {
         if (page.ok()) {
           for (const session_store::SessionInfo& s : page->sessions) {
             FillSessionInfo(s, response->add_sessions());
           }
           response->set_next_page_token(page->next_page_token);
         }
-        reactor->Finish(ToGrpcStatus(page.status()));
+        FinishUnary(reactor, "ListSessions", start,
+                    ToGrpcStatus(page.status()));
       });
   return reactor;
 }
@@ -337,16 +383,18 @@ grpc::ServerUnaryReactor* KvSessionService::DeleteSession(
     const v1::DeleteSessionRequest* request,
     v1::DeleteSessionResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
   if (absl::Status s = ValidateSessionId(request->session_id(), true);
       !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+    FinishUnary(reactor, "DeleteSession", start, ToGrpcStatus(s));
     return reactor;
   }
   engine_->DeleteSessionAsync(
       request->session_id(),
-      [reactor, response](runtime::Engine::BlocksOr freed) {
+      [this, reactor, response, start](runtime::Engine::BlocksOr freed) {
         if (freed.ok()) response->set_freed_blocks(*freed);
-        reactor->Finish(ToGrpcStatus(freed.status()));
+        FinishUnary(reactor, "DeleteSession", start,
+                    ToGrpcStatus(freed.status()));
       });
   return reactor;
 }
@@ -355,7 +403,9 @@ grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
     grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
     v1::ServerInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  engine_->StatsAsync([this, reactor, response](runtime::EngineStats stats) {
+  const absl::Time start = absl::Now();
+  engine_->StatsAsync([this, reactor, response,
+                       start](runtime::EngineStats stats) {
     const runtime::ModelConfig& c = bundle_->model->config();
     response->set_model_name(c.name);
     response->set_model_path(options_.model_path);
@@ -381,7 +431,7 @@ grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
     if (bundle_->chat_template.has_value()) {
       response->set_chat_template(std::string(bundle_->chat_template->name()));
     }
-    reactor->Finish(grpc::Status::OK);
+    FinishUnary(reactor, "GetServerInfo", start, grpc::Status::OK);
   });
   return reactor;
 }

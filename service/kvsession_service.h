@@ -8,6 +8,7 @@
 
 #include "kvsession/v1/kvsession.grpc.pb.h"
 #include "runtime/engine.h"
+#include "service/metrics.h"
 #include "service/request_validation.h"
 
 namespace kvsession::service {
@@ -26,6 +27,8 @@ class KvSessionService final : public v1::KvSession::CallbackService {
     int32_t default_max_tokens = 256;
     std::string model_path;
     bool log_turns = true;
+    // Not owned; null records no metrics.
+    Metrics* metrics = nullptr;
   };
   KvSessionService(runtime::Engine* engine, const Options& options);
 
@@ -59,6 +62,9 @@ class KvSessionService final : public v1::KvSession::CallbackService {
   grpc::ServerWriteReactor<v1::ChatEvent>* StartTurn(
       grpc::CallbackServerContext* context, const char* rpc,
       absl::StatusOr<runtime::TurnRequest> turn);
+  // Records a unary RPC's outcome, then finishes it.
+  void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc,
+                   absl::Time start, const grpc::Status& status) const;
   void FillSessionInfo(const session_store::SessionInfo& in,
                        v1::SessionInfo* out) const;
 

@@ -16,16 +16,14 @@
 #include "grpcpp/server_builder.h"
 #include "runtime/engine.h"
 #include "runtime/model_bundle.h"
+#include "service/model_flags.h"
 #include "service/kvsession_service.h"
+#include "service/metrics.h"
 
-ABSL_FLAG(std::string, model, "", "Path of a GGUF model file");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 is all cores");
-ABSL_FLAG(std::string, chat_template, "", "Override the chat template: chatml or llama3");
-ABSL_FLAG(bool, default_system_prompt, false,
-          "Insert the chat template's default system prompt when a "
-          "conversation has no system message");
+ABSL_FLAG(int32_t, metrics_port, 9090,
+          "Prometheus /metrics port (on --host); 0 disables it");
 ABSL_FLAG(int64_t, kv_device_bytes, 512ll << 20,
           "KV cache capacity of the device tier in bytes");
 ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV block");
@@ -52,11 +50,7 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  runtime::ModelBundle::Options load;
-  load.path = absl::GetFlag(FLAGS_model);
-  load.n_threads = absl::GetFlag(FLAGS_threads);
-  load.chat_template = absl::GetFlag(FLAGS_chat_template);
-  load.default_system_prompt = absl::GetFlag(FLAGS_default_system_prompt);
+  runtime::ModelBundle::Options load = service::ModelOptionsFromFlags();
   if (load.path.empty()) {
     std::fprintf(stderr, "--model is required\n");
     return 2;
@@ -87,6 +81,28 @@ int Run() {
   so.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   so.model_path = load.path;
   so.log_turns = absl::GetFlag(FLAGS_log_turns);
+  // Declared after the engine so that it, and the exposer scraping it, go
+  // away first.
+  service::Metrics metrics;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (const int32_t mport = absl::GetFlag(FLAGS_metrics_port); mport != 0) {
+    metrics.SetEngine(engine->get());
+    const std::string maddr =
+        absl::StrCat(absl::GetFlag(FLAGS_host), ":", mport);
+    absl::StatusOr<std::unique_ptr<prometheus::Exposer>> started =
+        service::StartMetricsExposer(maddr, &metrics);
+    if (started.ok()) {
+      exposer = *std::move(started);
+      so.metrics = &metrics;
+      std::fprintf(stderr, "kvsession-server: metrics on http://%s/metrics\n",
+                   maddr.c_str());
+    } else {
+      // Fail fast: dashboards and alerts depend on the endpoint, and a
+      // taken port is a deployment error (--metrics_port=0 disables it).
+      std::fprintf(stderr, "error: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+  }
   service::KvSessionService service(engine->get(), so);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -125,6 +141,8 @@ int Run() {
                    std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
   (*engine)->Stop();
   server->Wait();
+  exposer.reset();
+  metrics.SetEngine(nullptr);
   std::fprintf(stderr, "kvsession-server: stopped\n");
   return 0;
 }

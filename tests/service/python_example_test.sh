@@ -11,7 +11,7 @@ cp "${root}/examples/python/two_turn_chat.py" "${work}/"
 "${root}/examples/python/gen_stubs.sh" "${work}"
 port="$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "${server_bin}" --model "${KVSESSION_MODEL}" --host 127.0.0.1 --port "${port}" \
-  --log_turns=false > "${work}/server.log" 2>&1 &
+  --log_turns=false --metrics_port=0 > "${work}/server.log" 2>&1 &
 server=$!
 trap 'kill ${server} 2>/dev/null || true; wait ${server} 2>/dev/null || true; rm -rf "${work}"' EXIT
 for _ in $(seq 100); do

@@ -39,15 +39,17 @@ int FreePort() {
 
 class ServerProcess {
  public:
-  explicit ServerProcess(int grace_s) : port_(FreePort()) {
+  explicit ServerProcess(int grace_s, int metrics_port = 0)
+      : port_(FreePort()) {
+    const std::string model = "--model=" + TinyModelPath();
+    const std::string port = "--port=" + std::to_string(port_);
+    const std::string grace = "--shutdown_grace_s=" + std::to_string(grace_s);
+    const std::string metrics = "--metrics_port=" + std::to_string(metrics_port);
     pid_ = fork();
     if (pid_ == 0) {
-      const std::string model = "--model=" + TinyModelPath();
-      const std::string port = "--port=" + std::to_string(port_);
-      const std::string grace = "--shutdown_grace_s=" + std::to_string(grace_s);
       execl(KVSESSION_SERVER_BIN, KVSESSION_SERVER_BIN, model.c_str(),
-            port.c_str(), grace.c_str(), "--host=127.0.0.1", "--threads=1",
-            "--log_turns=false", static_cast<char*>(nullptr));
+            port.c_str(), grace.c_str(), metrics.c_str(), "--host=127.0.0.1",
+            "--threads=1", "--log_turns=false", static_cast<char*>(nullptr));
       _exit(127);
     }
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
@@ -128,6 +130,21 @@ std::string HealthCheck(int port) {
   while (cq.Next(&tag, &ok)) {
   }
   return out;
+}
+
+TEST(ServerProcessTest, TakenMetricsPortIsAStartupError) {
+  // Hold a port so the server cannot bind its metrics endpoint there.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ServerProcess server(1, ntohs(addr.sin_port));
+  EXPECT_EQ(server.WaitExit(60), 1);
+  close(fd);
 }
 
 TEST(ServerProcessTest, AnswersGrpcHealthChecks) {

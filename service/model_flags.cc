@@ -1,0 +1,24 @@
+#include "service/model_flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "", "Path of a GGUF model file");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 is all cores");
+ABSL_FLAG(std::string, chat_template, "",
+          "Override the chat template: chatml or llama3");
+ABSL_FLAG(bool, default_system_prompt, false,
+          "Insert the chat template's default system prompt when a "
+          "conversation has no system message");
+
+namespace kvsession::service {
+
+runtime::ModelBundle::Options ModelOptionsFromFlags() {
+  runtime::ModelBundle::Options o;
+  o.path = absl::GetFlag(FLAGS_model);
+  o.n_threads = absl::GetFlag(FLAGS_threads);
+  o.chat_template = absl::GetFlag(FLAGS_chat_template);
+  o.default_system_prompt = absl::GetFlag(FLAGS_default_system_prompt);
+  return o;
+}
+
+}  // namespace kvsession::service
