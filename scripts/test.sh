@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against the build of scripts/setup.sh: unit and
 # integration tests, then the end-to-end tests on the default model (one at
-# a time: each uses every core). gpu tests skip without a GPU.
+# a time: each uses every core), then the unit and integration tests again
+# under ASan + UBSan (scripts/test_sanitizers.sh). gpu tests skip without a
+# GPU.
+#   KVSESSION_SKIP_SANITIZERS=1  skip the sanitizer build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${KVSESSION_BUILD_DIR:-build}"
@@ -9,3 +12,6 @@ KVSESSION_MODEL="$(scripts/fetch_model.sh)"
 export KVSESSION_MODEL
 ctest --test-dir "${build_dir}" --output-on-failure -j 2 --timeout 600 -LE e2e
 ctest --test-dir "${build_dir}" --output-on-failure -j 1 --timeout 600 -L e2e
+if [[ "${KVSESSION_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  scripts/test_sanitizers.sh
+fi
