@@ -192,14 +192,8 @@ TEST_P(DequantizeRandomTest, MatchesNaiveDecoder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, DequantizeRandomTest,
-                         ::testing::Values(GgmlType::kF32, GgmlType::kF16,
-                                           GgmlType::kBF16, GgmlType::kQ4_0,
-                                           GgmlType::kQ4_1, GgmlType::kQ5_0,
-                                           GgmlType::kQ5_1, GgmlType::kQ8_0,
-                                           GgmlType::kQ4_K, GgmlType::kQ6_K),
-                         [](const auto& info) {
-                           return std::string(TypeName(info.param));
-                         });
+                         ::testing::ValuesIn(naive::kWeightTypes),
+                         naive::TypeParamName());
 
 }  // namespace
 }  // namespace kvsession::kernels

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -26,6 +27,20 @@ size_t RowBytes(GgmlType type, int64_t n);
 
 // Element i of a row, decoded from the bytes by the format definition.
 std::vector<float> Dequantize(GgmlType type, const void* row, int64_t n);
+
+// Every type a model tensor may have (DequantizeRow and Embed accept all).
+inline constexpr GgmlType kWeightTypes[] = {
+    GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ4_0,
+    GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
+    GgmlType::kQ4_K, GgmlType::kQ6_K};
+
+// Test-name generator for suites parameterized by a GgmlType.
+struct TypeParamName {
+  template <typename Info>
+  std::string operator()(const Info& info) const {
+    return std::string(TypeName(info.param));
+  }
+};
 
 // ggml's reference quantizers (quantize_row_*_ref).
 std::vector<uint8_t> Quantize(GgmlType type, const float* x, int64_t n);
