@@ -54,6 +54,8 @@ struct TurnStats {
   int prefilled = 0;
   int generated = 0;
   int history = 0;  // tokens the session held before the turn
+  v1::CacheTier tier = v1::CACHE_TIER_UNSPECIFIED;
+  double swap_in = 0;
   std::string text;
   bool ok = false;
 };
@@ -90,6 +92,8 @@ TurnStats Send(v1::KvSession::Stub& stub, const v1::ChatRequest& req) {
       st.cached = ev.summary().cached_tokens();
       st.prefilled = ev.summary().prefilled_tokens();
       st.generated = ev.summary().generated_tokens();
+      st.tier = ev.summary().cached_tier();
+      st.swap_in = ev.summary().swap_in_seconds();
     }
   }
   st.total = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -258,22 +262,36 @@ std::string RunMulti(const std::string& addr, std::mt19937& rng, int clients) {
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("\n%d sessions x %d turns, %d client%s: wall %.2f s\n", n, turns,
               clients, clients > 1 ? "s" : "", wall);
-  std::printf("%4s %10s %10s %10s %12s\n", "turn", "mean ms", "p50 ms",
-              "p99 ms", "reused %");
+  // "host": turns whose history was swapped in; "recomp": turns whose
+  // session had been dropped.
+  std::printf("%4s %10s %10s %10s %10s %6s %6s %12s\n", "turn", "mean ms",
+              "p50 ms", "p99 ms", "reused %", "host", "recomp",
+              "swap-in ms");
   std::vector<std::string> rows;
   int64_t reused = 0, hist = 0;
   for (int t = 0; t < turns; ++t) {
     std::vector<double> ttft;
     int64_t r = 0, h = 0;
+    int from_host = 0, recomputed = 0;
+    double swap_in = 0;
     for (const TurnStats& s : stats[t]) {
       ttft.push_back(s.ttft * 1e3);
-      r += s.cached;
+      // Reuse of the session's own history: blocks shared with other
+      // sessions can exceed it only on a first turn.
+      r += std::min(s.cached, s.history);
       h += s.history;
+      from_host += s.tier == v1::CACHE_TIER_HOST;
+      recomputed += s.tier == v1::CACHE_TIER_RECOMPUTED;
+      swap_in += s.swap_in;
     }
     const double mean = std::accumulate(ttft.begin(), ttft.end(), 0.0) / ttft.size();
-    std::printf("%4d %10.1f %10.1f %10.1f %12s\n", t + 1, mean,
+    std::printf("%4d %10.1f %10.1f %10.1f %10s %6d %6d %12s\n", t + 1, mean,
                 Percentile(ttft, 50), Percentile(ttft, 99),
-                h ? absl::StrFormat("%.2f", 100.0 * r / h).c_str() : "-");
+                h ? absl::StrFormat("%.2f", 100.0 * r / h).c_str() : "-",
+                from_host, recomputed,
+                from_host ? absl::StrFormat("%.2f", 1e3 * swap_in / from_host)
+                                .c_str()
+                          : "-");
     if (t > 0) {
       reused += r;
       hist += h;
@@ -281,7 +299,9 @@ std::string RunMulti(const std::string& addr, std::mt19937& rng, int clients) {
     rows.push_back(Json({{"turn", absl::StrCat(t + 1)},
                          {"ttft_mean_ms", absl::StrCat(mean)},
                          {"ttft_p50_ms", absl::StrCat(Percentile(ttft, 50))},
-                         {"ttft_p99_ms", absl::StrCat(Percentile(ttft, 99))}}));
+                         {"ttft_p99_ms", absl::StrCat(Percentile(ttft, 99))},
+                         {"from_host", absl::StrCat(from_host)},
+                         {"recomputed", absl::StrCat(recomputed)}}));
   }
   const double share = hist ? 100.0 * reused / hist : 0;
   std::printf("history tokens reused: %.2f%%\n", share);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <optional>
 #include <span>
@@ -27,6 +28,10 @@ struct Engine::Sequence {
   // at most the last sampled token is still without.
   std::vector<int32_t> tokens;
   int32_t computed = 0;
+  // Copies to land before the sequence may run (swap-in, copy on write,
+  // blocks still being swapped out of); 0 once they have.
+  uint64_t ready_ticket = 0;
+  uint64_t swap_in_ticket = 0;  // timed for the summary
   Phase phase = Phase::kPrefill;
   std::optional<Sampler> sampler;
   std::optional<StreamingDetokenizer> detok;
@@ -63,29 +68,111 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle* bundle,
         "engine: --kv_device_bytes ", options.kv_device_bytes,
         " holds no KV block of ", block_bytes, " bytes"));
   }
+  const int64_t n_host_blocks = std::max<int64_t>(options.kv_host_bytes, 0) /
+                                block_bytes;
+  if (n_host_blocks > (1 << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine: --kv_host_bytes ", options.kv_host_bytes, " is too large"));
+  }
+  if (!(options.max_pinned_fraction >= 0 && options.max_pinned_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine: the pinned fraction must be in [0, 1], got ",
+                     options.max_pinned_fraction));
+  }
   e->kv_.num_blocks = static_cast<int32_t>(n_blocks);
   absl::StatusOr<std::unique_ptr<kernels::Buffer>> arena =
       bundle->backend->Allocate(static_cast<size_t>(n_blocks * block_bytes));
   if (!arena.ok()) return arena.status();
   e->arena_ = *std::move(arena);
   e->kv_.base = e->arena_->as<uint16_t>();
+  // Plain memory on the CPU backend; pinned host memory on a GPU backend.
+  absl::StatusOr<std::unique_ptr<session_store::HostArena>> host =
+      session_store::HostArena::Create(
+          static_cast<size_t>(n_host_blocks * block_bytes));
+  if (!host.ok()) return host.status();
+  e->host_arena_ = *std::move(host);
 
   session_store::SessionStore::Options so;
   so.block_size = options.block_size;
   so.num_device_blocks = e->kv_.num_blocks;
+  so.num_host_blocks = static_cast<int32_t>(n_host_blocks);
   so.block_bytes = block_bytes;
   so.max_sessions = options.max_sessions;
   so.idle_ttl = options.idle_ttl;
+  so.device_idle_ttl = options.device_idle_ttl;
+  so.host_idle_ttl = options.host_idle_ttl;
+  so.max_pinned_tokens = static_cast<int64_t>(
+      options.max_pinned_fraction * static_cast<double>(n_blocks) *
+      options.block_size);
+  so.share_prefixes = options.share_prefixes;
   so.clock = e->clock_;
   absl::StatusOr<std::unique_ptr<session_store::SessionStore>> store =
       session_store::SessionStore::Create(so);
   if (!store.ok()) return store.status();
   e->store_ = *std::move(store);
-  e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
+  Engine* raw = e.get();
+  e->copier_ = std::make_unique<CopyWorker>(
+      [raw](const session_store::CopyBatch& b) { raw->MoveBlocks(b); },
+      [raw] {
+        // Wakes the step loop when it sleeps only because sequences wait
+        // for copies.
+        std::lock_guard<std::mutex> lock(raw->mu_);
+        raw->cv_.notify_all();
+      });
+  e->thread_ = std::thread([raw] { raw->Loop(); });
   return e;
 }
 
-Engine::~Engine() { Stop(); }
+Engine::~Engine() {
+  Stop();
+  // Lands the copies still queued while the arenas and the lock its
+  // progress callback takes are alive.
+  copier_.reset();
+}
+
+void Engine::MoveBlocks(const session_store::CopyBatch& batch) {
+  using session_store::Tier;
+  const size_t bytes = static_cast<size_t>(kv_block_bytes());
+  auto base = [&](Tier t) -> uint8_t* {
+    return t == Tier::kDevice ? arena_->as<uint8_t>()
+                              : static_cast<uint8_t*>(host_arena_->data());
+  };
+  uint8_t* src = base(batch.from);
+  uint8_t* dst = base(batch.to);
+  // The CPU backend's device tier is host memory, so every direction is a
+  // memcpy; a GPU backend issues the same copies on its copy stream.
+  for (const session_store::BlockCopy& c : batch.copies) {
+    std::memcpy(dst + static_cast<size_t>(c.dst) * bytes,
+                src + static_cast<size_t>(c.src) * bytes, bytes);
+  }
+}
+
+void Engine::FlushCopies() { copier_->Submit(store_->TakeCopies()); }
+
+bool Engine::Ready(Sequence& seq) {
+  if (seq.ready_ticket == 0) return true;
+  if (!copier_->Landed(seq.ready_ticket)) return false;
+  seq.ready_ticket = 0;
+  if (seq.swap_in_ticket != 0) {
+    std::optional<CopyWorker::Clock::time_point> landed =
+        copier_->TakeLandedTime(seq.swap_in_ticket);
+    if (landed.has_value()) {
+      seq.result.swap_in_seconds =
+          std::chrono::duration<double>(*landed - seq.start).count();
+    }
+    seq.swap_in_ticket = 0;
+  }
+  return true;
+}
+
+bool Engine::AnyReady() {
+  for (const auto& seq : active_) {
+    if (seq->ready_ticket == 0 || copier_->Landed(seq->ready_ticket)) {
+      return true;
+    }
+  }
+  return false;
+}
 
 int64_t Engine::kv_block_bytes() const {
   return kv_.BlockElems() * static_cast<int64_t>(sizeof(uint16_t));
@@ -146,6 +233,8 @@ EngineStats Engine::DoStats() const {
   EngineStats out = stats_;
   out.running_sequences = static_cast<int32_t>(active_.size());
   out.store = store_->Stats();
+  out.kv_block_bytes = kv_block_bytes();
+  out.copies = copier_->stats();
   std::lock_guard<std::mutex> lock(mu_);
   out.queue_depth = static_cast<int32_t>(queue_.size());
   return out;
@@ -195,6 +284,19 @@ EngineStats Engine::Stats() {
   return CallSync<EngineStats>([&] { return DoStats(); }, EngineStats());
 }
 
+int Engine::EvictAll(session_store::Tier from) {
+  const int moved = CallSync<int>(
+      [&] {
+        const int n = store_->EvictAll(from);
+        FlushCopies();
+        return n;
+      },
+      0);
+  copier_->WaitFor(CallSync<uint64_t>(
+      [&] { return store_->last_ticket(); }, 0));
+  return moved;
+}
+
 absl::StatusOr<std::vector<int32_t>> Engine::SessionTokens(
     const std::string& id) {
   return CallSync<absl::StatusOr<std::vector<int32_t>>>(
@@ -224,8 +326,10 @@ void Engine::Loop() {
     bool stopping = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // Sequences that only wait for copies do not spin the loop: the copy
+      // worker wakes it when a batch lands.
       cv_.wait(lock, [&] {
-        return stopping_ || !queue_.empty() || !active_.empty();
+        return stopping_ || !queue_.empty() || AnyReady();
       });
       stopping = stopping_;
       // Admit new turns only while there is room; calls always run.
@@ -273,6 +377,7 @@ void Engine::Loop() {
       return;
     }
     store_->ExpireIdle();
+    FlushCopies();
     if (!active_.empty()) Step();
     if (options_.check_invariants) KVS_CHECK_OK(store_->CheckInvariants());
   }
@@ -326,22 +431,40 @@ void Engine::Admit(std::unique_ptr<Sequence> seq) {
         seq->result);
     return;
   }
-  absl::StatusOr<session_store::TurnPlan> plan = store_->BeginTurn(
-      seq->store_id, tokens, seq->anonymous || req.create_session);
+  absl::StatusOr<session_store::TurnPlan> plan =
+      store_->BeginTurn(seq->store_id, tokens,
+                        seq->anonymous || req.create_session,
+                        seq->anonymous ? std::nullopt : req.pin,
+                        /*share=*/req.use_cache);
+  FlushCopies();
   if (!plan.ok()) {
     seq->observer->OnDone(plan.status(), seq->result);
     return;
   }
   seq->tokens = std::move(tokens);
   seq->computed = plan->reused_tokens;
+  seq->ready_ticket = plan->ready_ticket;
+  if (plan->swapped_in_blocks > 0) seq->swap_in_ticket = plan->ready_ticket;
   seq->result.prompt_tokens = static_cast<int32_t>(seq->tokens.size());
   seq->result.cached_tokens = plan->reused_tokens;
-  seq->result.cached_tier =
-      plan->reused_tokens > 0 ? CacheTier::kDevice : CacheTier::kNone;
+  if (plan->recomputed) {
+    seq->result.cached_tier = CacheTier::kRecomputed;
+    ++stats_.recomputed_turns;
+  } else if (plan->reused_from == session_store::Tier::kHost) {
+    seq->result.cached_tier = CacheTier::kHost;
+    ++stats_.swap_in_turns;
+  } else {
+    seq->result.cached_tier =
+        plan->reused_tokens > 0 ? CacheTier::kDevice : CacheTier::kNone;
+  }
   seq->result.prefilled_tokens =
       seq->result.prompt_tokens - seq->result.cached_tokens;
   stats_.prompt_tokens += seq->result.prompt_tokens;
-  stats_.cached_tokens_device += seq->result.cached_tokens;
+  if (plan->reused_from == session_store::Tier::kHost) {
+    stats_.cached_tokens_host += seq->result.cached_tokens;
+  } else {
+    stats_.cached_tokens_device += seq->result.cached_tokens;
+  }
   seq->sampler.emplace(req.sampling);
   seq->detok.emplace(*bundle_->tokenizer);
   seq->stop.emplace(req.stop);
@@ -378,22 +501,43 @@ bool Engine::Step() {
   };
   std::vector<Part> parts;
   int32_t budget = options_.max_batch_tokens;
+  bool waiting_for_copies = false;
+  Sequence* newest_blocked = nullptr;
+  absl::Status blocked_status;
   for (int pass = 0; pass < 2; ++pass) {
     for (auto& s : active_) {
       Sequence& seq = *s;
       const bool decoding = seq.phase != Phase::kPrefill;
       if (seq.done || (pass == 0) != decoding || budget == 0) continue;
+      if (!Ready(seq)) {
+        waiting_for_copies = true;
+        continue;
+      }
       const int32_t remaining =
           static_cast<int32_t>(seq.tokens.size()) - seq.computed;
       const int32_t n = std::min(remaining, budget);
       if (n <= 0) continue;
-      if (absl::Status st = store_->Reserve(seq.store_id, seq.computed + n);
-          !st.ok()) {
-        // A flush that finds no room only loses the last token's KV; the
-        // next turn recomputes it.
-        if (seq.phase != Phase::kFlush) seq.final_status = st;
-        seq.done = true;
+      absl::StatusOr<uint64_t> fence =
+          store_->Reserve(seq.store_id, seq.computed + n);
+      if (!fence.ok()) {
+        if (seq.phase == Phase::kFlush) {
+          // A flush that finds no room only loses the last token's KV; the
+          // next turn recomputes it.
+          seq.done = true;
+        } else {
+          // Only running sequences hold the device: wait for them.
+          newest_blocked = &seq;
+          blocked_status = fence.status();
+        }
         continue;
+      }
+      if (*fence != 0) {
+        // The new blocks are still being copied out of.
+        seq.ready_ticket = *fence;
+        if (!Ready(seq)) {
+          waiting_for_copies = true;
+          continue;
+        }
       }
       const bool last = n == remaining;
       parts.push_back({&seq, n,
@@ -401,6 +545,13 @@ bool Engine::Step() {
                                                            : LogitsMode::kLast});
       budget -= n;
     }
+  }
+  FlushCopies();
+  if (parts.empty() && !waiting_for_copies && newest_blocked != nullptr) {
+    // Nothing runs that could free blocks: the newest blocked turn gives
+    // up, so that the others can proceed.
+    newest_blocked->final_status = blocked_status;
+    newest_blocked->done = true;
   }
   std::vector<SequenceChunk> chunks;
   chunks.reserve(parts.size());
@@ -492,7 +643,8 @@ void Engine::EmitToken(Sequence& seq, int32_t token) {
     store_->EndTurn(seq.store_id);
     KVS_CHECK_OK(store_->Delete(seq.store_id));
     absl::StatusOr<session_store::TurnPlan> plan =
-        store_->BeginTurn(seq.store_id, seq.tokens, /*create_if_missing=*/true);
+        store_->BeginTurn(seq.store_id, seq.tokens, /*create_if_missing=*/true,
+                          std::nullopt, /*share=*/false);
     if (!plan.ok()) {
       seq.final_status = plan.status();
       seq.done = true;

@@ -13,6 +13,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/copy_worker.h"
 #include "runtime/generate.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sampler.h"
@@ -46,6 +48,8 @@ struct TurnRequest {
   std::vector<int32_t> close_turn;      // e.g. "<|im_end|>\n"
   std::vector<int32_t> turn_separator;  // e.g. "\n" after "<|im_end|>"
   bool create_session = true;
+  // Set: pin (true) or unpin (false) the session from this turn on.
+  std::optional<bool> pin;
   SamplingParams sampling;
   int32_t max_tokens = 256;
   std::vector<std::string> stop;
@@ -99,6 +103,8 @@ struct EngineStats {
   int64_t prompt_tokens = 0;
   int64_t cached_tokens_device = 0;
   int64_t cached_tokens_host = 0;
+  int64_t swap_in_turns = 0;
+  int64_t recomputed_turns = 0;
   int64_t prefilled_tokens = 0;
   int64_t generated_tokens = 0;
   int64_t turns = 0;
@@ -106,6 +112,8 @@ struct EngineStats {
   int32_t running_sequences = 0;
   int32_t queue_depth = 0;
   session_store::StoreStats store;
+  int64_t kv_block_bytes = 0;
+  CopyWorker::Stats copies;
 };
 
 class Engine {
@@ -113,13 +121,27 @@ class Engine {
   struct Options {
     int32_t block_size = 16;
     int64_t kv_device_bytes = 256ll << 20;
+    // Host tier for swapped-out sessions; 0: evicted sessions are dropped
+    // and recomputed on their next turn.
+    int64_t kv_host_bytes = 0;
+    // Pinned sessions may hold at most this fraction of the device tier.
+    double max_pinned_fraction = 0.5;
+    // Idle limits per tier (see SessionStore::Options).
+    absl::Duration device_idle_ttl = absl::InfiniteDuration();
+    absl::Duration host_idle_ttl = absl::InfiniteDuration();
+    bool share_prefixes = true;
     int32_t max_batch_tokens = 512;
     int32_t max_running = 64;
     int32_t max_sessions = 10000;
     absl::Duration idle_ttl = absl::Hours(1);
     const session_store::Clock* clock = nullptr;  // null: system clock
-    // Run CheckInvariants() on the store after every step (tests).
+    // Run CheckInvariants() on the store after every step (tests; on by
+    // default in debug builds).
+#ifdef NDEBUG
     bool check_invariants = false;
+#else
+    bool check_invariants = true;
+#endif
   };
 
   static absl::StatusOr<std::unique_ptr<Engine>> Create(ModelBundle* bundle,
@@ -148,6 +170,9 @@ class Engine {
   SessionPageOr ListSessions(int32_t page_size, const std::string& page_token);
   BlocksOr DeleteSession(const std::string& id);
   EngineStats Stats();
+  // Moves every idle session of `from` one tier down and waits for the
+  // copies (benchmarks, tests). Returns how many moved.
+  int EvictAll(session_store::Tier from);
   // The tokens whose KV the session holds.
   absl::StatusOr<std::vector<int32_t>> SessionTokens(const std::string& id);
 
@@ -193,6 +218,13 @@ class Engine {
   BlocksOr DoDeleteSession(const std::string& id);
   EngineStats DoStats() const;
   void Admit(std::unique_ptr<Sequence> seq);
+  // Hands the copies the store planned to the copy worker.
+  void FlushCopies();
+  // Whether the copies the sequence waits for have landed (and, the first
+  // time they have, records its swap-in time).
+  bool Ready(Sequence& seq);
+  bool AnyReady();
+  void MoveBlocks(const session_store::CopyBatch& batch);
   bool Step();
   void Finish(Sequence& seq, const absl::Status& status);
   void EmitToken(Sequence& seq, int32_t token);
@@ -201,8 +233,11 @@ class Engine {
   Options options_;
   const session_store::Clock* clock_;
   std::unique_ptr<kernels::Buffer> arena_;
+  std::unique_ptr<session_store::HostArena> host_arena_;
   kernels::KvCacheView kv_;
   std::unique_ptr<session_store::SessionStore> store_;
+  // After the arenas: it lands its queue before they are freed.
+  std::unique_ptr<CopyWorker> copier_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

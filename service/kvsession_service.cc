@@ -209,6 +209,7 @@ absl::Status FillGeneration(const Request& r, int32_t default_max_tokens,
   t->stop.assign(r.stop().begin(), r.stop().end());
   t->ignore_eos = r.ignore_eos();
   t->use_cache = !r.has_use_cache() || r.use_cache();
+  if (r.has_pin()) t->pin = r.pin();
   return absl::OkStatus();
 }
 
@@ -333,6 +334,8 @@ void KvSessionService::FillSessionInfo(const session_store::SessionInfo& in,
   out->set_blocks(in.num_blocks);
   out->set_kv_bytes(in.num_blocks * engine_->kv_block_bytes());
   out->set_busy(in.busy);
+  out->set_pinned(in.pinned);
+  out->set_shared_blocks(in.shared_blocks);
   out->set_turns(static_cast<int32_t>(in.turns));
   out->set_idle_seconds(absl::ToDoubleSeconds(absl::Now() - in.last_used));
 }

@@ -1,5 +1,6 @@
 #include "service/metrics.h"
 
+#include <algorithm>
 #include <exception>
 #include <vector>
 
@@ -59,20 +60,22 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Help("Tokens generated")
                            .Register(r)
                            .Add({});
-  // The store does not report evictions or swap traffic yet; the series
-  // exist at 0 so that dashboards and alerts can be written against them.
+  // Cumulative in the store; RefreshGauges adds what is new since the
+  // last scrape. Every series exists from the start, at 0.
   auto& evictions = BuildCounter()
                         .Name("kvsession_evictions_total")
-                        .Help("Sessions' KV moved out of a tier")
+                        .Help("Sessions whose KV moved down a tier")
                         .Register(r);
-  evictions.Add({{"from", "device"}, {"to", "host"}});
-  evictions.Add({{"from", "host"}, {"to", "dropped"}});
+  evicted_device_host_ = &evictions.Add({{"from", "device"}, {"to", "host"}});
+  evicted_device_dropped_ =
+      &evictions.Add({{"from", "device"}, {"to", "dropped"}});
+  evicted_host_dropped_ = &evictions.Add({{"from", "host"}, {"to", "dropped"}});
   auto& swap_bytes = BuildCounter()
                          .Name("kvsession_swap_bytes_total")
                          .Help("KV bytes copied between device and host")
                          .Register(r);
-  swap_bytes.Add({{"direction", "in"}});
-  swap_bytes.Add({{"direction", "out"}});
+  swap_bytes_in_ = &swap_bytes.Add({{"direction", "in"}});
+  swap_bytes_out_ = &swap_bytes.Add({{"direction", "out"}});
   requests_ = &BuildCounter()
                    .Name("kvsession_requests_total")
                    .Help("Finished RPCs by method and gRPC status code")
@@ -145,11 +148,13 @@ void Metrics::SetEngine(runtime::Engine* engine) {
 
 void Metrics::ObserveTurn(const runtime::TurnResult& r) {
   prompt_tokens_->Increment(r.prompt_tokens);
-  if (r.cached_tier == runtime::CacheTier::kDevice) {
-    cached_device_->Increment(r.cached_tokens);
-  } else if (r.cached_tier == runtime::CacheTier::kHost) {
+  if (r.cached_tier == runtime::CacheTier::kHost) {
     cached_host_->Increment(r.cached_tokens);
     swap_in_->Observe(r.swap_in_seconds);
+  } else {
+    // Device, or a recomputed session that found blocks other sessions
+    // share on the device.
+    cached_device_->Increment(r.cached_tokens);
   }
   prefilled_tokens_->Increment(r.prefilled_tokens);
   generated_tokens_->Increment(r.generated_tokens);
@@ -187,6 +192,20 @@ void Metrics::RefreshGauges() {
   sessions_dropped_->Set(st.tier(Tier::kDropped).sessions);
   running_sequences_->Set(s.running_sequences);
   queue_depth_->Set(s.queue_depth);
+  auto advance = [](prometheus::Counter* c, int64_t total, int64_t& seen) {
+    if (total > seen) c->Increment(static_cast<double>(total - seen));
+    seen = std::max(seen, total);
+  };
+  advance(evicted_device_host_, st.evicted(Tier::kDevice, Tier::kHost),
+          seen_.device_host);
+  advance(evicted_device_dropped_, st.evicted(Tier::kDevice, Tier::kDropped),
+          seen_.device_dropped);
+  advance(evicted_host_dropped_, st.evicted(Tier::kHost, Tier::kDropped),
+          seen_.host_dropped);
+  advance(swap_bytes_in_, st.swap_in_blocks * s.kv_block_bytes,
+          seen_.swap_in_bytes);
+  advance(swap_bytes_out_, st.swap_out_blocks * s.kv_block_bytes,
+          seen_.swap_out_bytes);
 }
 
 std::string Metrics::Serialize() {

@@ -88,6 +88,19 @@ class Metrics {
   prometheus::Histogram* ttft_;
   prometheus::Histogram* inter_token_;
   prometheus::Histogram* swap_in_;
+  prometheus::Counter* evicted_device_host_;
+  prometheus::Counter* evicted_device_dropped_;
+  prometheus::Counter* evicted_host_dropped_;
+  prometheus::Counter* swap_bytes_in_;
+  prometheus::Counter* swap_bytes_out_;
+  // Store totals already added to the counters above (under engine_mu_).
+  struct Seen {
+    int64_t device_host = 0;
+    int64_t device_dropped = 0;
+    int64_t host_dropped = 0;
+    int64_t swap_in_bytes = 0;
+    int64_t swap_out_bytes = 0;
+  } seen_;
   prometheus::Family<prometheus::Histogram>* request_seconds_;
 };
 

@@ -26,6 +26,17 @@ ABSL_FLAG(int32_t, metrics_port, 9090,
           "Prometheus /metrics port (on --host); 0 disables it");
 ABSL_FLAG(int64_t, kv_device_bytes, 512ll << 20,
           "KV cache capacity of the device tier in bytes");
+ABSL_FLAG(int64_t, kv_host_bytes, 2ll << 30,
+          "KV capacity of the host tier (swapped-out sessions) in bytes; 0: "
+          "evicted sessions are dropped and recomputed on their next turn");
+ABSL_FLAG(double, kv_pinned_fraction, 0.5,
+          "Share of the device tier that pinned sessions may hold");
+ABSL_FLAG(int32_t, device_idle_ttl_s, 0,
+          "Idle sessions are swapped out to host after this long; 0: only "
+          "when the device is full");
+ABSL_FLAG(int32_t, host_idle_ttl_s, 0,
+          "Swapped-out sessions are dropped (history kept) after this long "
+          "idle; 0: only when the host tier is full");
 ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, max_batch_tokens, 512, "Tokens per engine step (decode + prefill chunks)");
 ABSL_FLAG(int32_t, max_running, 64, "Sequences generating at once; more wait in the queue");
@@ -68,6 +79,13 @@ int Run() {
   eo.max_running = absl::GetFlag(FLAGS_max_running);
   eo.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   eo.idle_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_idle_ttl_s));
+  eo.kv_host_bytes = absl::GetFlag(FLAGS_kv_host_bytes);
+  eo.max_pinned_fraction = absl::GetFlag(FLAGS_kv_pinned_fraction);
+  auto ttl = [](int32_t s) {
+    return s > 0 ? absl::Seconds(s) : absl::InfiniteDuration();
+  };
+  eo.device_idle_ttl = ttl(absl::GetFlag(FLAGS_device_idle_ttl_s));
+  eo.host_idle_ttl = ttl(absl::GetFlag(FLAGS_host_idle_ttl_s));
   absl::StatusOr<std::unique_ptr<runtime::Engine>> engine =
       runtime::Engine::Create(bundle->get(), eo);
   if (!engine.ok()) {
@@ -122,10 +140,11 @@ int Run() {
   const runtime::ModelConfig& c = (*bundle)->model->config();
   std::fprintf(stderr,
                "kvsession-server: %s (%s, %d layers, context %d) on %s:%d, "
-               "KV device tier %lld bytes\n",
+               "KV tiers: device %lld bytes, host %lld bytes\n",
                c.name.c_str(), c.architecture.c_str(), c.n_layers,
                c.context_length, absl::GetFlag(FLAGS_host).c_str(), bound_port,
-               static_cast<long long>(eo.kv_device_bytes));
+               static_cast<long long>(eo.kv_device_bytes),
+               static_cast<long long>(eo.kv_host_bytes));
   std::fprintf(stderr,
                "chat with it: build/bin/kvsession-chat --addr localhost:%d\n",
                bound_port);

@@ -22,7 +22,8 @@ absl::StatusOr<std::unique_ptr<HostArena>> HostArena::Create(size_t bytes) {
 HostArena::~HostArena() { std::free(data_); }
 
 BlockPool::BlockPool(const Options& options)
-    : ref_counts_(static_cast<size_t>(options.num_blocks), 0) {
+    : ref_counts_(static_cast<size_t>(options.num_blocks), 0),
+      fences_(static_cast<size_t>(options.num_blocks), 0) {
   KVS_CHECK(options.num_blocks >= 0);
   free_.reserve(ref_counts_.size());
   // Highest id first so that allocation hands out 0, 1, 2, ...
@@ -57,6 +58,17 @@ void BlockPool::Release(std::span<const int32_t> blocks) {
 
 int32_t BlockPool::ref_count(int32_t block) const {
   return ref_counts_.at(block);
+}
+
+void BlockPool::SetFence(int32_t block, uint64_t ticket) {
+  uint64_t& f = fences_.at(block);
+  f = std::max(f, ticket);
+}
+
+uint64_t BlockPool::MaxFence(std::span<const int32_t> blocks) const {
+  uint64_t f = 0;
+  for (int32_t b : blocks) f = std::max(f, fences_.at(b));
+  return f;
 }
 
 absl::Status BlockPool::CheckInvariants() const {

@@ -53,12 +53,22 @@ class BlockPool {
   void Release(std::span<const int32_t> blocks);
   int32_t ref_count(int32_t block) const;
 
+  // Copy ordering. A block's fence is the ticket of the last planned copy
+  // that reads or writes it; whoever computes into or reads the block must
+  // wait until that copy has landed. Fences survive release, so a block
+  // handed out again still waits for a copy planned while it was free.
+  void SetFence(int32_t block, uint64_t ticket);
+  uint64_t fence(int32_t block) const { return fences_.at(block); }
+  // The largest fence of `blocks` (0 for none).
+  uint64_t MaxFence(std::span<const int32_t> blocks) const;
+
   // Verifies free + used == capacity, the free list holds exactly the blocks
   // whose count is zero, and no block is on it twice.
   absl::Status CheckInvariants() const;
 
  private:
   std::vector<int32_t> ref_counts_;
+  std::vector<uint64_t> fences_;
   std::vector<int32_t> free_;  // LIFO: recently freed blocks are warm in cache
 };
 

@@ -56,6 +56,20 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Create(
         absl::StrCat("idle_ttl must be positive, got ",
                      absl::FormatDuration(options.idle_ttl)));
   }
+  if (options.num_host_blocks < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_host_blocks must not be negative, got ",
+                     options.num_host_blocks));
+  }
+  if (options.device_idle_ttl <= absl::ZeroDuration() ||
+      options.host_idle_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("tier idle TTLs must be positive");
+  }
+  if (options.max_pinned_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_pinned_tokens must not be negative, got ",
+                     options.max_pinned_tokens));
+  }
   if (options.block_bytes < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "block_bytes must not be negative, got ", options.block_bytes));
@@ -66,18 +80,21 @@ absl::StatusOr<std::unique_ptr<SessionStore>> SessionStore::Create(
 }
 
 SessionStore::SessionStore(const Options& options, const Clock* clock)
-    : options_(options), clock_(*clock) {
+    : options_(options),
+      clock_(*clock),
+      index_(options.num_device_blocks, options.block_size) {
   tier(Tier::kDevice).pool = std::make_unique<BlockPool>(
       BlockPool::Options{.num_blocks = options.num_device_blocks});
-  // The host tier has no capacity yet; swap-out will give it one.
-  tier(Tier::kHost).pool =
-      std::make_unique<BlockPool>(BlockPool::Options{.num_blocks = 0});
+  tier(Tier::kHost).pool = std::make_unique<BlockPool>(
+      BlockPool::Options{.num_blocks = options.num_host_blocks});
 }
 
 SessionStore::~SessionStore() {
   // The lists must be empty before they are destroyed.
   for (TierState& t : tiers_) {
     while (t.idle.PopFront() != nullptr) {
+    }
+    while (t.pinned_idle.PopFront() != nullptr) {
     }
   }
 }
@@ -109,17 +126,66 @@ int64_t SessionStore::BlocksFor(int64_t num_tokens) const {
   return (num_tokens + options_.block_size - 1) / options_.block_size;
 }
 
+void SessionStore::ReleaseBlocks(Tier t, std::span<const int32_t> blocks) {
+  BlockPool& pool = *tier(t).pool;
+  pool.Release(blocks);
+  if (t != Tier::kDevice) return;
+  for (int32_t b : blocks) {
+    if (pool.ref_count(b) == 0) index_.Erase(b);
+  }
+}
+
 void SessionStore::ShrinkTable(Session& s, int64_t keep) {
   if (static_cast<int64_t>(s.blocks.size()) <= keep) return;
   std::span<const int32_t> tail(s.blocks.begin() + keep, s.blocks.end());
-  tier(s.tier).pool->Release(tail);
+  ReleaseBlocks(s.tier, tail);
   s.blocks.resize(keep);
+}
+
+void SessionStore::LinkIdle(Session& s) {
+  tier(s.tier).list(s.pinned).PushBack(&s);
+}
+
+void SessionStore::UnlinkIdle(Session& s) {
+  tier(s.tier).list(s.pinned).Remove(&s);
+}
+
+void SessionStore::SetPinned(Session& s, bool pinned) {
+  KVS_CHECK(!s.lru.linked()) << "pin change of a linked session";
+  if (s.pinned == pinned) return;
+  s.pinned = pinned;
+  const int sign = pinned ? 1 : -1;
+  pinned_sessions_ += sign;
+  pinned_tokens_ += sign * static_cast<int64_t>(s.tokens.size());
+}
+
+uint64_t SessionStore::PlanCopy(CopyBatch::Kind kind, Tier from, Tier to,
+                                std::vector<BlockCopy> copies) {
+  CopyBatch batch;
+  batch.ticket = next_ticket_++;
+  batch.kind = kind;
+  batch.from = from;
+  batch.to = to;
+  for (const BlockCopy& c : copies) {
+    tier(from).pool->SetFence(c.src, batch.ticket);
+    tier(to).pool->SetFence(c.dst, batch.ticket);
+  }
+  batch.copies = std::move(copies);
+  copies_.push_back(std::move(batch));
+  return copies_.back().ticket;
+}
+
+std::vector<CopyBatch> SessionStore::TakeCopies() {
+  std::vector<CopyBatch> out;
+  out.swap(copies_);
+  return out;
 }
 
 void SessionStore::Destroy(Session& s) {
   KVS_CHECK(!s.busy);
+  UnlinkIdle(s);
+  SetPinned(s, false);
   ShrinkTable(s, 0);
-  tier(s.tier).idle.Remove(&s);
   // Erasing by key destroys s; copy the key out of it first.
   const std::string id = std::move(s.id);
   sessions_.erase(id);
@@ -127,7 +193,7 @@ void SessionStore::Destroy(Session& s) {
 
 absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     std::string_view id, std::span<const int32_t> prompt,
-    bool create_if_missing) {
+    bool create_if_missing, std::optional<bool> pin, bool share) {
   if (id.empty()) return absl::InvalidArgumentError("session id is empty");
   if (prompt.empty()) {
     return absl::InvalidArgumentError(
@@ -167,35 +233,71 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     s->tier = Tier::kDevice;
     s->created = now;
   } else {
-    tier(s->tier).idle.Remove(s);
+    UnlinkIdle(*s);
   }
+  // Busy from here on, so that making room below never evicts this session.
+  s->busy = true;
+  ++busy_sessions_;
+  if (pin.has_value()) SetPinned(*s, *pin);
+  s->share = share && options_.share_prefixes;
 
   TurnPlan plan;
   plan.prompt_tokens = static_cast<int32_t>(prompt.size());
+  // At least the last prompt token is computed, to yield logits.
+  const int32_t limit = plan.prompt_tokens - 1;
+  const int64_t old_tokens = static_cast<int64_t>(s->tokens.size());
   const Tier from = s->tier;
-  int32_t reuse = 0;
+  int32_t reuse = std::min(CommonPrefix(s->tokens, prompt), limit);
   switch (from) {
     case Tier::kDevice:
-      reuse = CommonPrefix(s->tokens, prompt);
+      ShrinkTable(*s, BlocksFor(reuse));
       break;
     case Tier::kHost:
-      // Swap-in is not implemented yet, and nothing moves sessions here.
-      KVS_CHECK(false) << "session " << id << " in the host tier";
+      ShrinkTable(*s, BlocksFor(reuse));
+      if (reuse > 0 && SwapIn(*s, BlocksFor(reuse), plan)) break;
+      // Nothing to reuse, or no device room to swap into: recompute.
+      if (reuse > 0) fprintf(stderr, "PATH swapin_failed\n");
+      ShrinkTable(*s, 0);
+      s->tier = Tier::kDevice;
+      plan.recomputed = reuse > 0;
+      reuse = 0;
       break;
     case Tier::kDropped:
-      // Only the history is left: the whole prompt is recomputed.
+      plan.recomputed = !s->tokens.empty();
       reuse = 0;
       s->tier = Tier::kDevice;
       break;
   }
-  reuse = std::min(reuse, plan.prompt_tokens - 1);
-  plan.reused_tokens = reuse;
-  plan.reused_from = reuse > 0 ? from : Tier::kDropped;
-
   s->tokens.resize(reuse);
-  ShrinkTable(*s, BlocksFor(reuse));
-  s->busy = true;
-  ++busy_sessions_;
+  const bool swapped_in = from == Tier::kHost && reuse > 0;
+  // Another session may hold the next blocks of this prompt.
+  if (s->share && reuse % options_.block_size == 0) {
+    const int32_t gained = AttachShared(*s, prompt, limit);
+    s->tokens.insert(s->tokens.end(), prompt.begin() + reuse,
+                     prompt.begin() + reuse + gained);
+    reuse += gained;
+    plan.shared_tokens = gained;
+  }
+  // The block holding position `reuse`, if kept, is written by this turn.
+  if (reuse % options_.block_size != 0) {
+    const int64_t i = reuse / options_.block_size;
+    if (!MakeWritable(*s, i)) {
+      // No room for a private copy of a shared block: recompute its part.
+      fprintf(stderr, "PATH cow_failed\n");
+      reuse = static_cast<int32_t>(i * options_.block_size);
+      plan.shared_tokens = std::min(plan.shared_tokens, reuse);
+      s->tokens.resize(reuse);
+      ShrinkTable(*s, i);
+    }
+  }
+  if (s->pinned) {
+    pinned_tokens_ += static_cast<int64_t>(s->tokens.size()) - old_tokens;
+  }
+  plan.reused_tokens = reuse;
+  plan.reused_from =
+      reuse == 0 ? Tier::kDropped : (swapped_in ? Tier::kHost : Tier::kDevice);
+  plan.ready_ticket = tier(Tier::kDevice).pool->MaxFence(s->blocks);
+
   s->last_used = now;
   ++s->turns;
   s->prompt_tokens += plan.prompt_tokens;
@@ -203,10 +305,12 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
   ++counters_.turns;
   counters_.prompt_tokens += plan.prompt_tokens;
   counters_.reused_tokens[static_cast<int>(plan.reused_from)] += reuse;
+  counters_.shared_tokens += plan.shared_tokens;
   return plan;
 }
 
-absl::Status SessionStore::Reserve(std::string_view id, int32_t total_tokens) {
+absl::StatusOr<uint64_t> SessionStore::Reserve(std::string_view id,
+                                                int32_t total_tokens) {
   absl::StatusOr<Session*> found = FindBusy(id, "Reserve");
   if (!found.ok()) return found.status();
   Session& s = **found;
@@ -216,19 +320,20 @@ absl::Status SessionStore::Reserve(std::string_view id, int32_t total_tokens) {
   }
   const int64_t need =
       BlocksFor(total_tokens) - static_cast<int64_t>(s.blocks.size());
-  if (need <= 0) return absl::OkStatus();
-  BlockPool& pool = *tier(s.tier).pool;
-  if (need > pool.free_blocks()) {
+  if (need <= 0) return uint64_t{0};
+  BlockPool& pool = *tier(Tier::kDevice).pool;
+  if (!MakeRoom(Tier::kDevice, need)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "session ", Sv(id), " needs ", need, " more KV blocks to hold ",
         total_tokens, " tokens; ", pool.free_blocks(), " of ", pool.capacity(),
-        " ", Sv(TierName(s.tier)), " blocks are free"));
+        " device blocks are free and the rest belong to ", busy_sessions_,
+        " running sessions"));
   }
   absl::StatusOr<std::vector<int32_t>> blocks =
       pool.Allocate(static_cast<int32_t>(need));
   KVS_CHECK(blocks.ok()) << blocks.status();
   s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
-  return absl::OkStatus();
+  return pool.MaxFence(*blocks);
 }
 
 absl::Status SessionStore::Commit(std::string_view id,
@@ -246,7 +351,15 @@ absl::Status SessionStore::Commit(std::string_view id,
                      " would hold ", total, " tokens, but only ", reserved,
                      " positions are reserved"));
   }
+  const int64_t full_before =
+      static_cast<int64_t>(s.tokens.size()) / options_.block_size;
   s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
+  if (s.pinned) pinned_tokens_ += static_cast<int64_t>(tokens.size());
+  if (s.share) {
+    const int64_t full_after =
+        static_cast<int64_t>(s.tokens.size()) / options_.block_size;
+    for (int64_t i = full_before; i < full_after; ++i) ShareBlock(s, i);
+  }
   return absl::OkStatus();
 }
 
@@ -258,7 +371,11 @@ void SessionStore::EndTurn(std::string_view id) {
   s->busy = false;
   --busy_sessions_;
   s->last_used = clock_.Now();
-  tier(s->tier).idle.PushBack(s);
+  if (s->pinned && pinned_tokens_ > options_.max_pinned_tokens) {
+    SetPinned(*s, false);
+    ++counters_.unpinned_over_cap;
+  }
+  LinkIdle(*s);
 }
 
 absl::Status SessionStore::Delete(std::string_view id) {
@@ -276,21 +393,6 @@ absl::Status SessionStore::Delete(std::string_view id) {
   return absl::OkStatus();
 }
 
-int SessionStore::ExpireIdle() {
-  const absl::Time now = clock_.Now();
-  int expired = 0;
-  for (TierState& t : tiers_) {
-    // Each list is in last-used order, so the expired ones lead it.
-    while (Session* s = t.idle.Front()) {
-      if (now - s->last_used <= options_.idle_ttl) break;
-      Destroy(*s);
-      ++expired;
-    }
-  }
-  counters_.expired_sessions += expired;
-  return expired;
-}
-
 SessionInfo SessionStore::Info(const Session& s) const {
   SessionInfo info;
   info.id = s.id;
@@ -298,6 +400,12 @@ SessionInfo SessionStore::Info(const Session& s) const {
   info.num_blocks = static_cast<int32_t>(s.blocks.size());
   info.tier = s.tier;
   info.busy = s.busy;
+  info.pinned = s.pinned;
+  if (s.tier == Tier::kDevice) {
+    for (int32_t b : s.blocks) {
+      info.shared_blocks += tier(Tier::kDevice).pool->ref_count(b) > 1;
+    }
+  }
   info.created = s.created;
   info.last_used = s.last_used;
   info.turns = s.turns;
@@ -364,10 +472,18 @@ StoreStats SessionStore::Stats() const {
   StoreStats stats = counters_;
   stats.sessions = static_cast<int32_t>(sessions_.size());
   stats.busy_sessions = busy_sessions_;
+  stats.pinned_sessions = pinned_sessions_;
+  stats.pinned_tokens = pinned_tokens_;
+  const BlockPool& device = *tier(Tier::kDevice).pool;
+  for (int32_t b = 0; b < device.capacity(); ++b) {
+    const int32_t refs = device.ref_count(b);
+    stats.shared_blocks += refs > 1;
+    stats.saved_blocks += std::max(refs - 1, 0);
+  }
   for (int i = 0; i < kNumTiers; ++i) {
     const TierState& t = tiers_[i];
     TierStats& out = stats.tiers[i];
-    out.sessions = static_cast<int32_t>(t.idle.size());
+    out.sessions = static_cast<int32_t>(t.idle.size() + t.pinned_idle.size());
     if (t.pool != nullptr) {
       out.capacity_blocks = t.pool->capacity();
       out.used_blocks = t.pool->used_blocks();
@@ -381,112 +497,5 @@ StoreStats SessionStore::Stats() const {
   return stats;
 }
 
-absl::Status SessionStore::CheckSession(
-    const Session& s, std::array<std::vector<int32_t>, kNumTiers>& refs) const {
-  const int ti = static_cast<int>(s.tier);
-  if (ti < 0 || ti >= kNumTiers) {
-    return absl::InternalError(absl::StrCat("session ", s.id, " bad tier"));
-  }
-  const TierState& t = tiers_[ti];
-  if (t.pool == nullptr && !s.blocks.empty()) {
-    return absl::InternalError(absl::StrCat(
-        "session ", s.id, " holds ", s.blocks.size(), " blocks in tier ",
-        Sv(TierName(s.tier)), ", which has none"));
-  }
-  for (int32_t b : s.blocks) {
-    if (b < 0 || b >= t.pool->capacity()) {
-      return absl::InternalError(absl::StrCat("session ", s.id, " holds block ",
-                                              b, " outside tier ",
-                                              Sv(TierName(s.tier))));
-    }
-    ++refs[ti][b];
-  }
-  const int64_t need = BlocksFor(static_cast<int64_t>(s.tokens.size()));
-  const int64_t have = static_cast<int64_t>(s.blocks.size());
-  if (s.tier != Tier::kDropped && (have < need || (!s.busy && have != need))) {
-    return absl::InternalError(
-        absl::StrCat("session ", s.id, " has ", s.tokens.size(), " tokens in ",
-                     have, " blocks", s.busy ? "" : " while idle"));
-  }
-  if (s.busy) {
-    if (s.tier != Tier::kDevice) {
-      return absl::InternalError(absl::StrCat(
-          "busy session ", s.id, " in tier ", Sv(TierName(s.tier))));
-    }
-    if (s.lru.linked()) {
-      return absl::InternalError(
-          absl::StrCat("busy session ", s.id, " is in an LRU list"));
-    }
-  } else if (!t.idle.Contains(s)) {
-    return absl::InternalError(absl::StrCat("idle session ", s.id,
-                                            " is not in the ",
-                                            Sv(TierName(s.tier)), " LRU"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status SessionStore::CheckInvariants() const {
-  std::array<std::vector<int32_t>, kNumTiers> refs;
-  for (int i = 0; i < kNumTiers; ++i) {
-    const BlockPool* pool = tiers_[i].pool.get();
-    if (pool == nullptr) continue;
-    if (absl::Status st = pool->CheckInvariants(); !st.ok()) {
-      return absl::InternalError(absl::StrCat(
-          Sv(TierName(static_cast<Tier>(i))), " pool: ", st.message()));
-    }
-    if (pool->free_blocks() + pool->used_blocks() != pool->capacity()) {
-      return absl::InternalError("free + used != capacity");
-    }
-    refs[i].assign(pool->capacity(), 0);
-  }
-  if (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
-    return absl::InternalError(
-        absl::StrCat(sessions_.size(), " sessions exceed the limit"));
-  }
-  int32_t busy = 0;
-  for (const auto& [key, s] : sessions_) {
-    if (key != s.id) {
-      return absl::InternalError(
-          absl::StrCat("session keyed ", key, " has id ", s.id));
-    }
-    if (absl::Status st = CheckSession(s, refs); !st.ok()) return st;
-    busy += s.busy;
-  }
-  if (busy != busy_sessions_) {
-    return absl::InternalError(
-        absl::StrCat(busy, " busy sessions, counted ", busy_sessions_));
-  }
-  size_t idle = 0;
-  for (int i = 0; i < kNumTiers; ++i) {
-    const TierState& t = tiers_[i];
-    size_t walked = 0;
-    for (const Session* s = t.idle.Front(); s != nullptr; s = t.idle.Next(*s)) {
-      if (++walked > t.idle.size() || static_cast<int>(s->tier) != i ||
-          s->busy || Find(s->id) != s) {
-        return absl::InternalError(absl::StrCat(
-            Sv(TierName(static_cast<Tier>(i))), " LRU holds a foreign entry"));
-      }
-    }
-    if (walked != t.idle.size()) {
-      return absl::InternalError("LRU size does not match its links");
-    }
-    idle += walked;
-    if (t.pool == nullptr) continue;
-    for (int32_t b = 0; b < t.pool->capacity(); ++b) {
-      if (refs[i][b] != t.pool->ref_count(b)) {
-        return absl::InternalError(absl::StrCat(
-            Sv(TierName(static_cast<Tier>(i))), " block ", b, " is held by ",
-            refs[i][b], " sessions but its reference count is ",
-            t.pool->ref_count(b)));
-      }
-    }
-  }
-  if (idle + busy_sessions_ != sessions_.size()) {
-    return absl::InternalError(
-        absl::StrCat(idle, " idle + ", busy_sessions_,
-                     " busy sessions != ", sessions_.size()));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace kvsession::session_store

@@ -19,6 +19,8 @@ TurnOutput Recompute(v1::KvSession::Stub& stub,
   v1::CompleteRequest r;
   for (int32_t t : tokens) r.mutable_tokens()->add_ids(t);
   r.set_max_tokens(max_tokens);
+  // Not even blocks that other sessions share: a recomputation.
+  r.set_use_cache(false);
   return RunComplete(stub, r);
 }
 
@@ -333,8 +335,11 @@ TEST_F(ServiceTest, MalformedRequestsGetPreciseStatusAndTouchNothing) {
 
 TEST_F(ServiceTest, ListSessionsPagesAndServerInfoAccountsForKv) {
   auto& stub = server_.stub();
+  // Distinct first blocks: no session shares KV with another, so the
+  // sessions' bytes add up to the tier's.
   for (const char* id : {"list-a", "list-b", "list-c"}) {
-    ASSERT_TRUE(RunChat(stub, UserTurn(id, "hello there", 5)).status.ok());
+    ASSERT_TRUE(RunChat(stub, UserTurn(id, std::string(id) + " hello there", 5))
+                    .status.ok());
   }
   std::vector<std::string> seen;
   int64_t kv_bytes = 0;

@@ -33,6 +33,9 @@ class SessionStoreTest : public ::testing::Test {
     options.idle_ttl = absl::Hours(1);
     options.block_bytes = 1024;
     options.clock = &clock_;
+    // These tests count one session's blocks; sharing between sessions and
+    // the host tier are tested in session_store_tiers_test.cc.
+    options.share_prefixes = false;
     absl::StatusOr<std::unique_ptr<SessionStore>> store =
         SessionStore::Create(options);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -189,12 +192,16 @@ TEST_F(SessionStoreTest, EndTurnReleasesUnusedReservation) {
 
 TEST_F(SessionStoreTest, ReserveExhaustionLeavesStateUnchanged) {
   Init(4);
-  ASSERT_TRUE(RunTurn(*store_, "a", Iota(12, 0), {}).ok());  // 3 blocks
+  // a runs (3 blocks), so nothing can be evicted to make room for b.
+  ASSERT_TRUE(store_->BeginTurn("a", Iota(12, 0), true).ok());
+  ASSERT_TRUE(store_->Reserve("a", 12).ok());
+  ASSERT_TRUE(store_->Commit("a", Iota(12, 0)).ok());
   ASSERT_TRUE(store_->BeginTurn("b", Iota(8, 0), true).ok());
-  absl::Status st = store_->Reserve("b", 8);
+  absl::Status st = store_->Reserve("b", 8).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(st.message(), HasSubstr("needs 2 more KV blocks"));
   EXPECT_THAT(st.message(), HasSubstr("1 of 4 device blocks are free"));
+  EXPECT_THAT(st.message(), HasSubstr("2 running sessions"));
   EXPECT_THAT(store_->block_table("b"), IsEmpty());
   EXPECT_EQ(FreeBlocks(), 1);
   EXPECT_TRUE(store_->CheckInvariants().ok());
@@ -202,6 +209,7 @@ TEST_F(SessionStoreTest, ReserveExhaustionLeavesStateUnchanged) {
   EXPECT_EQ(FreeBlocks(), 0);
   store_->EndTurn("b");
   EXPECT_EQ(FreeBlocks(), 1);  // nothing committed, the block goes back
+  store_->EndTurn("a");
 }
 
 TEST_F(SessionStoreTest, CommitPastReservationFails) {
@@ -219,15 +227,15 @@ TEST_F(SessionStoreTest, CommitPastReservationFails) {
 
 TEST_F(SessionStoreTest, ReserveAndCommitNeedARunningTurn) {
   ASSERT_TRUE(RunTurn(*store_, "a", Iota(4, 0), {}).ok());
-  EXPECT_EQ(store_->Reserve("a", 10).code(),
+  EXPECT_EQ(store_->Reserve("a", 10).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->Commit("a", Iota(1, 0)).code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store_->Reserve("zz", 10).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Reserve("zz", 10).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Commit("zz", Iota(1, 0)).code(),
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(store_->BeginTurn("a", Iota(5, 0), false).ok());
-  EXPECT_EQ(store_->Reserve("a", -1).code(),
+  EXPECT_EQ(store_->Reserve("a", -1).status().code(),
             absl::StatusCode::kInvalidArgument);
   store_->EndTurn("a");
 }

@@ -12,7 +12,7 @@ absl::StatusOr<TurnPlan> RunTurn(SessionStore& store, std::string_view id,
       store.BeginTurn(id, prompt, create_if_missing);
   if (!plan.ok()) return plan;
   const int32_t total = static_cast<int32_t>(prompt.size() + generated.size());
-  if (absl::Status st = store.Reserve(id, total); !st.ok()) {
+  if (absl::Status st = store.Reserve(id, total).status(); !st.ok()) {
     store.EndTurn(id);
     return st;
   }
