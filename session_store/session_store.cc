@@ -256,7 +256,6 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
       ShrinkTable(*s, BlocksFor(reuse));
       if (reuse > 0 && SwapIn(*s, BlocksFor(reuse), plan)) break;
       // Nothing to reuse, or no device room to swap into: recompute.
-      if (reuse > 0) fprintf(stderr, "PATH swapin_failed\n");
       ShrinkTable(*s, 0);
       s->tier = Tier::kDevice;
       plan.recomputed = reuse > 0;
@@ -283,7 +282,6 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     const int64_t i = reuse / options_.block_size;
     if (!MakeWritable(*s, i)) {
       // No room for a private copy of a shared block: recompute its part.
-      fprintf(stderr, "PATH cow_failed\n");
       reuse = static_cast<int32_t>(i * options_.block_size);
       plan.shared_tokens = std::min(plan.shared_tokens, reuse);
       s->tokens.resize(reuse);

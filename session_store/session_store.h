@@ -328,9 +328,10 @@ class SessionStore {
                     std::vector<BlockCopy> copies);
 
   // Eviction (session_store_tiers.cc).
-  // Frees device blocks by evicting idle sessions until `n` are free;
-  // returns whether they are.
-  bool MakeRoom(Tier t, int64_t n);
+  // Frees blocks of tier t by evicting its idle sessions until `n` are
+  // free; returns whether they are. Pinned sessions are taken only after
+  // all unpinned ones, and only if `take_pinned`.
+  bool MakeRoom(Tier t, int64_t n, bool take_pinned = true);
   // Moves an idle session one tier down: device -> host (or dropped when
   // the host tier cannot hold it), host -> dropped.
   void Evict(Session& s);

@@ -9,14 +9,14 @@
 
 namespace kvsession::session_store {
 
-bool SessionStore::MakeRoom(Tier t, int64_t n) {
+bool SessionStore::MakeRoom(Tier t, int64_t n, bool take_pinned) {
   TierState& ts = tier(t);
   KVS_CHECK(t != Tier::kDropped);
   while (ts.pool->free_blocks() < n) {
     // Least recently used first, pinned sessions only when no other is
     // left. Busy sessions are in neither list, so they are never chosen.
     Session* victim = ts.idle.Front();
-    if (victim == nullptr) victim = ts.pinned_idle.Front();
+    if (victim == nullptr && take_pinned) victim = ts.pinned_idle.Front();
     if (victim == nullptr) return false;
     Evict(*victim);
   }
@@ -39,8 +39,10 @@ void SessionStore::SwapOut(Session& s) {
   BlockPool& host = *tier(Tier::kHost).pool;
   // A session larger than the whole host tier, or one without KV, goes
   // straight to dropped.
-  if (n == 0 || n > host.capacity() || !MakeRoom(Tier::kHost, n)) {
-    fprintf(stderr, "PATH swapout_drop %d\n", int(n == 0 ? 0 : n > host.capacity() ? 1 : 2));
+  // An unpinned session never pushes a pinned one out of the host tier; it
+  // is dropped itself instead.
+  if (n == 0 || n > host.capacity() ||
+      !MakeRoom(Tier::kHost, n, /*take_pinned=*/s.pinned)) {
     Drop(s);
     return;
   }
@@ -90,7 +92,6 @@ bool SessionStore::SwapIn(Session& s, int64_t n, TurnPlan& plan) {
     }
   }
   const int64_t shared = static_cast<int64_t>(table.size());
-  if (shared > 0) fprintf(stderr, "PATH swapin_shared\n");
   if (!MakeRoom(Tier::kDevice, n - shared)) {
     ReleaseBlocks(Tier::kDevice, table);
     return false;
@@ -147,7 +148,6 @@ void SessionStore::ShareBlock(Session& s, int64_t i) {
     index_.Insert(own, parent, tokens);
     return;
   }
-  fprintf(stderr, "PATH dedup\n");
   // Another session computed the same block (bitwise the same KV): hold
   // theirs and free ours.
   tier(Tier::kDevice).pool->AddRef(found);

@@ -7,9 +7,10 @@ namespace kvsession::session_store {
 absl::StatusOr<TurnPlan> RunTurn(SessionStore& store, std::string_view id,
                                  std::span<const int32_t> prompt,
                                  std::span<const int32_t> generated,
-                                 bool create_if_missing) {
+                                 bool create_if_missing,
+                                 std::optional<bool> pin) {
   absl::StatusOr<TurnPlan> plan =
-      store.BeginTurn(id, prompt, create_if_missing);
+      store.BeginTurn(id, prompt, create_if_missing, pin);
   if (!plan.ok()) return plan;
   const int32_t total = static_cast<int32_t>(prompt.size() + generated.size());
   if (absl::Status st = store.Reserve(id, total).status(); !st.ok()) {

@@ -3,6 +3,7 @@
 #define KVSESSION_TESTS_SESSION_STORE_STORE_TEST_UTIL_H_
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,19 @@ class SessionStorePeer {
     SessionStore::Session* s = store.Find(id);
     store.tier(s->tier).idle.Remove(s);
   }
+  // Moves an idle session into the other LRU list of its tier (pinned or
+  // not) without changing its pin.
+  static void SwapIdleList(SessionStore& store, std::string_view id) {
+    SessionStore::Session* s = store.Find(id);
+    SessionStore::TierState& t = store.tier(s->tier);
+    const bool in_pinned = t.pinned_idle.Contains(*s);
+    t.list(in_pinned).Remove(s);
+    t.list(!in_pinned).PushBack(s);
+  }
+  static PrefixIndex& index(SessionStore& store) { return store.index_; }
+  static int64_t& pinned_tokens(SessionStore& store) {
+    return store.pinned_tokens_;
+  }
 };
 
 // One whole turn as the engine runs it: prefill the prompt past the reused
@@ -30,7 +44,8 @@ class SessionStorePeer {
 absl::StatusOr<TurnPlan> RunTurn(SessionStore& store, std::string_view id,
                                  std::span<const int32_t> prompt,
                                  std::span<const int32_t> generated,
-                                 bool create_if_missing = true);
+                                 bool create_if_missing = true,
+                                 std::optional<bool> pin = std::nullopt);
 
 // Concatenation of token lists.
 std::vector<int32_t> Concat(std::span<const int32_t> a,
