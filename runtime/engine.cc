@@ -32,6 +32,7 @@ struct Engine::Sequence {
   // blocks still being swapped out of); 0 once they have.
   uint64_t ready_ticket = 0;
   uint64_t swap_in_ticket = 0;  // timed for the summary
+  std::chrono::steady_clock::time_point admitted;  // swap-in planned
   Phase phase = Phase::kPrefill;
   std::optional<Sampler> sampler;
   std::optional<StreamingDetokenizer> detok;
@@ -157,8 +158,10 @@ bool Engine::Ready(Sequence& seq) {
     std::optional<CopyWorker::Clock::time_point> landed =
         copier_->TakeLandedTime(seq.swap_in_ticket);
     if (landed.has_value()) {
+      // From planning the copy (admission) to its landing: waiting in the
+      // queue before admission is not swap-in time.
       seq.result.swap_in_seconds =
-          std::chrono::duration<double>(*landed - seq.start).count();
+          std::chrono::duration<double>(*landed - seq.admitted).count();
     }
     seq.swap_in_ticket = 0;
   }
@@ -444,6 +447,7 @@ void Engine::Admit(std::unique_ptr<Sequence> seq) {
   seq->tokens = std::move(tokens);
   seq->computed = plan->reused_tokens;
   seq->ready_ticket = plan->ready_ticket;
+  seq->admitted = std::chrono::steady_clock::now();
   if (plan->swapped_in_blocks > 0) seq->swap_in_ticket = plan->ready_ticket;
   seq->result.prompt_tokens = static_cast<int32_t>(seq->tokens.size());
   seq->result.cached_tokens = plan->reused_tokens;
