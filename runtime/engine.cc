@@ -434,6 +434,8 @@ void Engine::Admit(std::unique_ptr<Sequence> seq) {
         seq->result);
     return;
   }
+  // Before the swap-in is planned: the worker may land it at once.
+  seq->admitted = std::chrono::steady_clock::now();
   absl::StatusOr<session_store::TurnPlan> plan =
       store_->BeginTurn(seq->store_id, tokens,
                         seq->anonymous || req.create_session,
@@ -447,7 +449,6 @@ void Engine::Admit(std::unique_ptr<Sequence> seq) {
   seq->tokens = std::move(tokens);
   seq->computed = plan->reused_tokens;
   seq->ready_ticket = plan->ready_ticket;
-  seq->admitted = std::chrono::steady_clock::now();
   if (plan->swapped_in_blocks > 0) seq->swap_in_ticket = plan->ready_ticket;
   seq->result.prompt_tokens = static_cast<int32_t>(seq->tokens.size());
   seq->result.cached_tokens = plan->reused_tokens;
