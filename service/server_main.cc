@@ -37,6 +37,8 @@ ABSL_FLAG(int32_t, device_idle_ttl_s, 0,
 ABSL_FLAG(int32_t, host_idle_ttl_s, 0,
           "Swapped-out sessions are dropped (history kept) after this long "
           "idle; 0: only when the host tier is full");
+ABSL_FLAG(bool, share_prefixes, true,
+          "Sessions that start with the same tokens share those KV blocks");
 ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV block");
 ABSL_FLAG(int32_t, max_batch_tokens, 512, "Tokens per engine step (decode + prefill chunks)");
 ABSL_FLAG(int32_t, max_running, 64, "Sequences generating at once; more wait in the queue");
@@ -80,6 +82,7 @@ int Run() {
   eo.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   eo.idle_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_idle_ttl_s));
   eo.kv_host_bytes = absl::GetFlag(FLAGS_kv_host_bytes);
+  eo.share_prefixes = absl::GetFlag(FLAGS_share_prefixes);
   eo.max_pinned_fraction = absl::GetFlag(FLAGS_kv_pinned_fraction);
   auto ttl = [](int32_t s) {
     return s > 0 ? absl::Seconds(s) : absl::InfiniteDuration();

@@ -35,6 +35,9 @@ TEST(DefaultModelServiceTest, MultiTurnReusesHistoryAndMatchesRecompute) {
       fresh.mutable_tokens()->add_ids((*held)[i]);
     }
     fresh.set_max_tokens(24);
+    // No cache at all, not even blocks other sessions share: every token
+    // is computed from scratch.
+    fresh.set_use_cache(false);
     TurnOutput recomputed = RunComplete(stub, fresh);
     ASSERT_TRUE(recomputed.status.ok());
     EXPECT_EQ(recomputed.summary.cached_tokens(), 0);
