@@ -106,9 +106,7 @@ int Run() {
   const int max_history = *std::max_element(histories.begin(), histories.end());
   runtime::Engine::Options eo;
   eo.block_size = 16;
-  const int64_t per_token = (*bundle)->model->config().n_layers * 2 *
-                            (*bundle)->model->config().n_kv_heads *
-                            (*bundle)->model->config().head_dim * 2;
+  const int64_t per_token = (*bundle)->model->config().KvBytesPerToken();
   // Room for one history (plus a block) on each tier.
   eo.kv_device_bytes = (max_history + 64) * per_token;
   eo.kv_host_bytes = (max_history + 64) * per_token;

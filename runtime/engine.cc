@@ -288,15 +288,15 @@ EngineStats Engine::Stats() {
 }
 
 int Engine::EvictAll(session_store::Tier from) {
-  const int moved = CallSync<int>(
+  // How many moved, and the ticket of the last copy that planned.
+  const auto [moved, ticket] = CallSync<std::pair<int, uint64_t>>(
       [&] {
         const int n = store_->EvictAll(from);
         FlushCopies();
-        return n;
+        return std::make_pair(n, store_->last_ticket());
       },
-      0);
-  copier_->WaitFor(CallSync<uint64_t>(
-      [&] { return store_->last_ticket(); }, 0));
+      {0, 0});
+  copier_->WaitFor(ticket);
   return moved;
 }
 
