@@ -8,8 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/kv_cache_view.h"
@@ -27,6 +29,28 @@ class Buffer {
   }
 };
 
+// One block copy between two arenas, in block ids.
+struct BlockMove {
+  int32_t src = 0;
+  int32_t dst = 0;
+};
+
+// The host arrays of one model step. Ops of the step receive these very
+// pointers (tokens, positions, block tables, logit rows); a device backend
+// uploads them once in BeginStep and maps the pointers to its copies.
+struct StepInputs {
+  const int32_t* tokens = nullptr;
+  TokenPlacement placement;  // n_tokens entries, host memory
+  int32_t block_size = 16;
+  const int32_t* logit_rows = nullptr;
+  int32_t n_logit_rows = 0;
+};
+
+struct MemoryInfo {
+  int64_t free_bytes = 0;  // 0, 0: the backend computes in host memory
+  int64_t total_bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -38,6 +62,39 @@ class Backend {
   virtual void CopyToHost(const void* src, void* dst, size_t bytes) = 0;
   virtual void CopyFromHost(const void* src, void* dst, size_t bytes) = 0;
   virtual void Synchronize() = 0;
+  virtual MemoryInfo GetMemoryInfo() const { return {}; }
+
+  // Host memory for the host KV tier: page-locked on a GPU backend so that
+  // swaps run at the bus's full speed.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> AllocateHost(
+      size_t bytes) = 0;
+  // Copies whole KV blocks from one arena to another (each backend memory
+  // or AllocateHost memory) and returns once they have landed. Runs on the
+  // copy thread, concurrently with the ops of other blocks (a GPU backend
+  // uses a copy stream of its own).
+  virtual void CopyBlocks(const void* src_base, void* dst_base,
+                          size_t block_bytes,
+                          std::span<const BlockMove> moves) = 0;
+
+  // Makes a weight already in backend memory (FillRandom) usable by MatMul,
+  // like PrepareWeight does for host weights.
+  virtual absl::Status RegisterWeight(const WeightView& w) {
+    (void)w;
+    return absl::OkStatus();
+  }
+
+  virtual void BeginStep(const StepInputs& step) { (void)step; }
+  // dst (backend memory) = FillRandom values (kernels/cpu/ops.h).
+  virtual void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
+                          float scale) = 0;
+  // Whether SampleTokens runs where the logits are (so that only token ids
+  // cross the bus); the engine then samples greedy and top-k rows there.
+  virtual bool samples_on_device() const { return false; }
+  // out[r] (host) = the token SampleTokens picks for logits row r (backend
+  // memory); rows is host memory.
+  virtual void SampleTokens(const float* logits, int32_t n_rows,
+                            int32_t vocab, const SampleRow* rows,
+                            int32_t* out) = 0;
 
   // The ops of kernels/cpu/ops.h, same meaning.
   virtual void Embed(const WeightView& table, const int32_t* tokens,
@@ -57,7 +114,8 @@ class Backend {
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
   virtual void Add(const float* a, const float* b, int64_t n, float* out) = 0;
-  // dst[i] = src[rows[i]] for rows of `dim` floats; `rows` is host memory.
+  // dst[i] = src[rows[i]] for rows of `dim` floats; `rows` is the step's
+  // logit_rows (host memory).
   virtual void GatherRows(const float* src, const int32_t* rows,
                           int64_t n_rows, int64_t dim, float* dst) = 0;
 };

@@ -87,8 +87,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle* bundle,
   e->arena_ = *std::move(arena);
   e->kv_.base = e->arena_->as<uint16_t>();
   // Plain memory on the CPU backend; pinned host memory on a GPU backend.
-  absl::StatusOr<std::unique_ptr<session_store::HostArena>> host =
-      session_store::HostArena::Create(
+  absl::StatusOr<std::unique_ptr<kernels::Buffer>> host =
+      bundle->backend->AllocateHost(
           static_cast<size_t>(n_host_blocks * block_bytes));
   if (!host.ok()) return host.status();
   e->host_arena_ = *std::move(host);
@@ -133,19 +133,17 @@ Engine::~Engine() {
 
 void Engine::MoveBlocks(const session_store::CopyBatch& batch) {
   using session_store::Tier;
-  const size_t bytes = static_cast<size_t>(kv_block_bytes());
-  auto base = [&](Tier t) -> uint8_t* {
-    return t == Tier::kDevice ? arena_->as<uint8_t>()
-                              : static_cast<uint8_t*>(host_arena_->data());
+  auto base = [&](Tier t) -> void* {
+    return t == Tier::kDevice ? arena_->data() : host_arena_->data();
   };
-  uint8_t* src = base(batch.from);
-  uint8_t* dst = base(batch.to);
-  // The CPU backend's device tier is host memory, so every direction is a
-  // memcpy; a GPU backend issues the same copies on its copy stream.
+  moves_.clear();
   for (const session_store::BlockCopy& c : batch.copies) {
-    std::memcpy(dst + static_cast<size_t>(c.dst) * bytes,
-                src + static_cast<size_t>(c.src) * bytes, bytes);
+    moves_.push_back({c.src, c.dst});
   }
+  // The CPU backend copies with memcpy; a GPU backend on its copy stream,
+  // concurrently with the step running on the compute stream.
+  bundle_->backend->CopyBlocks(base(batch.from), base(batch.to),
+                               static_cast<size_t>(kv_block_bytes()), moves_);
 }
 
 void Engine::FlushCopies() { copier_->Submit(store_->TakeCopies()); }
@@ -569,13 +567,32 @@ bool Engine::Step() {
     c.logits = p.logits;
     chunks.push_back(c);
   }
+  // Each logits row is sampled where its logits are when the backend can
+  // (only token ids cross the bus), else on the host.
+  const bool device_sampling = bundle_->backend->samples_on_device();
+  row_sampling_.clear();
+  if (device_sampling) {
+    for (const Part& p : parts) {
+      if (p.logits != LogitsMode::kLast) continue;
+      RowSampling rs;
+      rs.on_device = p.seq->phase != Phase::kFlush &&
+                     p.seq->sampler->DeviceSamplable();
+      if (rs.on_device) rs.row = p.seq->sampler->NextDeviceRow();
+      row_sampling_.push_back(rs);
+    }
+  }
   if (!chunks.empty()) {
-    absl::Status st = bundle_->model->Forward(chunks, kv_, &logits_);
+    absl::Status st =
+        device_sampling
+            ? bundle_->model->ForwardSampled(chunks, kv_, row_sampling_,
+                                             &sampled_, &logits_)
+            : bundle_->model->Forward(chunks, kv_, &logits_);
     KVS_CHECK(st.ok()) << "forward failed on validated input: " << st;
   }
 
   const int32_t vocab = bundle_->model->config().vocab_size;
-  size_t row = 0;
+  size_t row = 0;          // in logits_ (host-sampled rows)
+  size_t sampled_row = 0;  // in row_sampling_ / sampled_
   for (const Part& p : parts) {
     Sequence& seq = *p.seq;
     KVS_CHECK_OK(store_->Commit(
@@ -587,10 +604,16 @@ bool Engine::Step() {
       continue;
     }
     if (p.logits != LogitsMode::kLast) continue;
-    const std::span<const float> row_logits(logits_.data() + row * vocab,
-                                            vocab);
-    ++row;
-    const int32_t token = seq.sampler->Sample(row_logits, seq.tokens);
+    int32_t token;
+    if (device_sampling && row_sampling_[sampled_row].on_device) {
+      token = sampled_[sampled_row++];
+    } else {
+      if (device_sampling) ++sampled_row;
+      const std::span<const float> row_logits(logits_.data() + row * vocab,
+                                              vocab);
+      ++row;
+      token = seq.sampler->Sample(row_logits, seq.tokens);
+    }
     seq.tokens.push_back(token);
     ++seq.result.generated_tokens;
     ++stats_.generated_tokens;

@@ -233,7 +233,8 @@ class Engine {
   Options options_;
   const session_store::Clock* clock_;
   std::unique_ptr<kernels::Buffer> arena_;
-  std::unique_ptr<session_store::HostArena> host_arena_;
+  std::unique_ptr<kernels::Buffer> host_arena_;
+  std::vector<kernels::BlockMove> moves_;  // copy thread only
   kernels::KvCacheView kv_;
   std::unique_ptr<session_store::SessionStore> store_;
   // After the arenas: it lands its queue before they are freed.
@@ -248,6 +249,8 @@ class Engine {
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> active_;
   std::vector<float> logits_;
+  std::vector<RowSampling> row_sampling_;
+  std::vector<int32_t> sampled_;
   int64_t anonymous_counter_ = 0;
   EngineStats stats_;
 };

@@ -1,8 +1,10 @@
 #include "runtime/model.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
@@ -198,9 +200,17 @@ float* Model::Scratch(int index, int64_t n_floats) {
   return b->as<float>();
 }
 
-absl::Status Model::Forward(std::span<const SequenceChunk> batch,
-                            const kernels::KvCacheView& kv,
-                            std::vector<float>* logits) {
+int32_t Model::CountLogitRows(std::span<const SequenceChunk> batch) {
+  int32_t r = 0;
+  for (const SequenceChunk& s : batch) {
+    if (s.logits == LogitsMode::kAll) r += static_cast<int32_t>(s.tokens.size());
+    if (s.logits == LogitsMode::kLast) ++r;
+  }
+  return r;
+}
+
+absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
+                                  const kernels::KvCacheView& kv) {
   if (absl::Status s = Validate(batch, kv); !s.ok()) return s;
   const ModelConfig& c = config_;
   kernels::Backend& be = *backend_;
@@ -243,6 +253,14 @@ absl::Status Model::Forward(std::span<const SequenceChunk> batch,
   attn.n_heads = c.n_heads;
   attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
+  kernels::StepInputs step;
+  step.tokens = tokens_.data();
+  step.placement = placement;
+  step.block_size = kv.block_size;
+  step.logit_rows = logit_rows_.data();
+  step.n_logit_rows = static_cast<int32_t>(logit_rows_.size());
+  be.BeginStep(step);
+
   be.Embed(token_embd_, tokens_.data(), T, x);
   for (int32_t li = 0; li < c.n_layers; ++li) {
     const Layer& l = layers_[li];
@@ -267,11 +285,7 @@ absl::Status Model::Forward(std::span<const SequenceChunk> batch,
   }
 
   const int64_t R = static_cast<int64_t>(logit_rows_.size());
-  if (logits != nullptr) logits->clear();
-  if (R == 0 || logits == nullptr) {
-    be.Synchronize();
-    return absl::OkStatus();
-  }
+  if (R == 0) return nullptr;
   // Only the rows that need logits go through the head.
   float* rows = Scratch(8, R * d);
   be.GatherRows(x, logit_rows_.data(), R, d, rows);
@@ -279,9 +293,166 @@ absl::Status Model::Forward(std::span<const SequenceChunk> batch,
              c.rms_eps, h);
   float* out = Scratch(9, R * c.vocab_size);
   be.MatMul(output_, h, R, out);
-  logits->resize(static_cast<size_t>(R) * c.vocab_size);
-  be.CopyToHost(out, logits->data(), logits->size() * sizeof(float));
-  be.Synchronize();
+  return out;
+}
+
+absl::Status Model::Forward(std::span<const SequenceChunk> batch,
+                            const kernels::KvCacheView& kv,
+                            std::vector<float>* logits) {
+  absl::StatusOr<float*> out = Run(batch, kv);
+  if (!out.ok()) return out.status();
+  if (logits != nullptr) logits->clear();
+  if (*out == nullptr || logits == nullptr) {
+    backend_->Synchronize();
+    return absl::OkStatus();
+  }
+  logits->resize(logit_rows_.size() * static_cast<size_t>(config_.vocab_size));
+  backend_->CopyToHost(*out, logits->data(), logits->size() * sizeof(float));
+  backend_->Synchronize();
+  return absl::OkStatus();
+}
+
+absl::Status Model::ForwardSampled(std::span<const SequenceChunk> batch,
+                                   const kernels::KvCacheView& kv,
+                                   std::span<const RowSampling> rows,
+                                   std::vector<int32_t>* tokens,
+                                   std::vector<float>* host_logits) {
+  if (static_cast<int32_t>(rows.size()) != CountLogitRows(batch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model: ", rows.size(), " sampling rows for ", CountLogitRows(batch),
+        " logits rows"));
+  }
+  absl::StatusOr<float*> out = Run(batch, kv);
+  if (!out.ok()) return out.status();
+  const int32_t R = static_cast<int32_t>(rows.size());
+  const int64_t vocab = config_.vocab_size;
+  tokens->assign(R, -1);
+  host_logits->clear();
+  if (R == 0) {
+    backend_->Synchronize();
+    return absl::OkStatus();
+  }
+  // Device rows are sampled in one launch; host rows (rare: sampling
+  // options the device op lacks) bring their logits over one by one.
+  sample_rows_.clear();
+  device_rows_.clear();
+  for (int32_t r = 0; r < R; ++r) {
+    if (!rows[r].on_device) {
+      const size_t off = host_logits->size();
+      host_logits->resize(off + vocab);
+      backend_->CopyToHost(*out + r * vocab, host_logits->data() + off,
+                           vocab * sizeof(float));
+      continue;
+    }
+    sample_rows_.push_back(rows[r].row);
+    device_rows_.push_back(r);
+  }
+  if (!device_rows_.empty()) {
+    // Device rows are consecutive whenever all rows are device rows (the
+    // common case); otherwise they are sampled one at a time.
+    if (device_rows_.size() == static_cast<size_t>(R)) {
+      backend_->SampleTokens(*out, R, static_cast<int32_t>(vocab),
+                             sample_rows_.data(), tokens->data());
+    } else {
+      for (size_t i = 0; i < device_rows_.size(); ++i) {
+        const int32_t r = device_rows_[i];
+        backend_->SampleTokens(*out + r * vocab, 1, static_cast<int32_t>(vocab),
+                               &sample_rows_[i], tokens->data() + r);
+      }
+    }
+  }
+  backend_->Synchronize();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::CreateRandom(
+    const ModelConfig& config, kernels::Backend* backend,
+    const RandomWeights& weights) {
+  if (config.n_layers <= 0 || config.d_model <= 0 || config.n_heads <= 0 ||
+      config.n_kv_heads <= 0 || config.n_heads % config.n_kv_heads != 0 ||
+      config.head_dim <= 0 || config.ffn_dim <= 0 || config.vocab_size <= 0) {
+    return absl::InvalidArgumentError("model: invalid random configuration");
+  }
+  std::unique_ptr<Model> model(new Model(config, backend));
+  if (absl::Status s = model->InitRandom(weights); !s.ok()) return s;
+  return model;
+}
+
+absl::Status Model::InitRandom(const RandomWeights& weights) {
+  const ModelConfig& c = config_;
+  const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
+  const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
+  uint64_t seed = weights.seed;
+  const size_t elem = kernels::Traits(weights.type).block_bytes;
+  auto make = [&](WeightView* dst, int64_t rows, int64_t cols,
+                  float scale) -> absl::Status {
+    const size_t bytes = static_cast<size_t>(rows * cols) * elem;
+    absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
+        backend_->Allocate(bytes);
+    if (!buf.ok()) return buf.status();
+    backend_->FillRandom(weights.type, (*buf)->data(), rows * cols,
+                         seed++ * 0x9E3779B97F4A7C15ull, scale);
+    WeightView w;
+    w.type = weights.type;
+    w.data = (*buf)->data();
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = static_cast<size_t>(cols) * elem;
+    absl::Status s = backend_->RegisterWeight(w);
+    if (!s.ok()) return s;
+    weight_bytes_ += static_cast<int64_t>(bytes);
+    owned_.push_back(*std::move(buf));
+    *dst = w;
+    return absl::OkStatus();
+  };
+  auto ones = [&](WeightView* dst) -> absl::Status {
+    std::vector<float> host(c.d_model, 1.0f);
+    absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
+        backend_->Allocate(host.size() * sizeof(float));
+    if (!buf.ok()) return buf.status();
+    backend_->CopyFromHost(host.data(), (*buf)->data(),
+                           host.size() * sizeof(float));
+    dst->type = kernels::GgmlType::kF32;
+    dst->data = (*buf)->data();
+    dst->rows = 1;
+    dst->cols = c.d_model;
+    dst->row_bytes = host.size() * sizeof(float);
+    owned_.push_back(*std::move(buf));
+    return absl::OkStatus();
+  };
+  auto fan = [](int64_t fan_in) {
+    return std::sqrt(3.0f / static_cast<float>(fan_in));
+  };
+  if (absl::Status s = make(&token_embd_, c.vocab_size, c.d_model, 1.0f);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ones(&output_norm_); !s.ok()) return s;
+  if (absl::Status s = make(&output_, c.vocab_size, c.d_model, fan(c.d_model));
+      !s.ok()) {
+    return s;
+  }
+  layers_.resize(c.n_layers);
+  for (Layer& l : layers_) {
+    const struct {
+      WeightView* dst;
+      int64_t rows, cols;
+    } items[] = {
+        {&l.wq, q_dim, c.d_model},       {&l.wk, kv_dim, c.d_model},
+        {&l.wv, kv_dim, c.d_model},      {&l.wo, c.d_model, q_dim},
+        {&l.w_gate, c.ffn_dim, c.d_model}, {&l.w_up, c.ffn_dim, c.d_model},
+        {&l.w_down, c.d_model, c.ffn_dim},
+    };
+    for (const auto& it : items) {
+      if (absl::Status s = make(it.dst, it.rows, it.cols, fan(it.cols));
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s = ones(&l.attn_norm); !s.ok()) return s;
+    if (absl::Status s = ones(&l.ffn_norm); !s.ok()) return s;
+  }
+  backend_->Synchronize();
   return absl::OkStatus();
 }
 

@@ -27,6 +27,21 @@ enum class LogitsMode { kNone, kLast, kAll };
 
 // A run of consecutive tokens of one sequence: positions start_pos ..
 // start_pos + tokens.size() - 1. block_table must cover all of them.
+// How one logits row of ForwardSampled is turned into a token.
+struct RowSampling {
+  // true: the backend samples the row where the logits are (only the token
+  // id crosses to the host); false: the row's logits come to the host.
+  bool on_device = false;
+  kernels::SampleRow row;
+};
+
+// Weights of a random model (benchmarks of model shapes we have no file
+// for): FillRandom values, uniform in +-sqrt(3 / fan_in).
+struct RandomWeights {
+  uint64_t seed = 1;
+  kernels::GgmlType type = kernels::GgmlType::kBF16;
+};
+
 struct SequenceChunk {
   std::span<const int32_t> tokens;
   int32_t start_pos = 0;
@@ -40,6 +55,11 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> Load(const GgufFile& file,
                                                      kernels::Backend* backend);
 
+  // A model of `config`'s shape with random weights made in backend memory.
+  static absl::StatusOr<std::unique_ptr<Model>> CreateRandom(
+      const ModelConfig& config, kernels::Backend* backend,
+      const RandomWeights& weights);
+
   const ModelConfig& config() const { return config_; }
   kernels::Backend* backend() const { return backend_; }
   // Bytes of weights (as stored).
@@ -52,6 +72,17 @@ class Model {
   absl::Status Forward(std::span<const SequenceChunk> batch,
                        const kernels::KvCacheView& kv,
                        std::vector<float>* logits);
+  // Forward with sampling: row r of the logits (same order as Forward) is
+  // sampled by the backend when rows[r].on_device (tokens[r] = its id), or
+  // else copied to host_logits (vocab floats per such row, in row order;
+  // tokens[r] = -1). rows.size() must equal the number of logits rows.
+  absl::Status ForwardSampled(std::span<const SequenceChunk> batch,
+                              const kernels::KvCacheView& kv,
+                              std::span<const RowSampling> rows,
+                              std::vector<int32_t>* tokens,
+                              std::vector<float>* host_logits);
+  // Logits rows a batch asks for.
+  static int32_t CountLogitRows(std::span<const SequenceChunk> batch);
 
  private:
   struct Layer {
@@ -70,6 +101,11 @@ class Model {
   absl::Status Validate(std::span<const SequenceChunk> batch,
                         const kernels::KvCacheView& kv) const;
   float* Scratch(int index, int64_t n_floats);
+  // Runs the layers and the head; returns the logits rows in backend memory
+  // (null when the batch asks for none).
+  absl::StatusOr<float*> Run(std::span<const SequenceChunk> batch,
+                             const kernels::KvCacheView& kv);
+  absl::Status InitRandom(const RandomWeights& weights);
 
   ModelConfig config_;
   kernels::Backend* backend_;
@@ -84,6 +120,8 @@ class Model {
   std::vector<const int32_t*> tables_;
   std::vector<int32_t> tokens_;
   std::vector<int32_t> logit_rows_;
+  std::vector<kernels::SampleRow> sample_rows_;
+  std::vector<int32_t> device_rows_;
 };
 
 }  // namespace kvsession::runtime

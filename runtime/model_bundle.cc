@@ -1,6 +1,6 @@
 #include "runtime/model_bundle.h"
 
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/backend_factory.h"
 
 namespace kvsession::runtime {
 
@@ -10,9 +10,15 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(
   absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(options.path);
   if (!file.ok()) return file.status();
   b->file = *std::move(file);
-  kernels::CpuBackend::Options cpu;
-  cpu.n_threads = options.n_threads;
-  b->backend = std::make_unique<kernels::CpuBackend>(cpu);
+  kernels::BackendOptions bo;
+  bo.device = options.device;
+  bo.n_threads = options.n_threads;
+  bo.cuda_device = options.cuda_device;
+  bo.gemm_columns = options.gemm_columns;
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
+      kernels::CreateBackend(bo);
+  if (!backend.ok()) return backend.status();
+  b->backend = *std::move(backend);
   absl::StatusOr<std::unique_ptr<Model>> model =
       Model::Load(*b->file, b->backend.get());
   if (!model.ok()) return model.status();

@@ -20,6 +20,10 @@ struct ModelBundle {
   struct Options {
     std::string path;
     int n_threads = 0;          // CPU backend threads; 0: all cores
+    // Backend: "cpu", "cuda" or "auto" (kernels/backend_factory.h).
+    std::string device = "cpu";
+    int cuda_device = 0;
+    int32_t gemm_columns = 64;  // CUDA: tokens per GEMM
     std::string chat_template;  // "": recognise from the file
     // Insert the template's default system prompt when a conversation has
     // no system message. Off by default: on the default 4-bit model it

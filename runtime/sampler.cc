@@ -59,6 +59,24 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
 Sampler::Sampler(const SamplingParams& params)
     : params_(params), rng_(params.seed) {}
 
+bool Sampler::DeviceSamplable() const {
+  if (params_.repetition_penalty != 1.0f || params_.min_p > 0.0f) return false;
+  if (params_.temperature <= 0.0f) return true;
+  return params_.top_k >= 1 && params_.top_k <= kernels::kMaxSampleTopK;
+}
+
+kernels::SampleRow Sampler::NextDeviceRow() {
+  kernels::SampleRow r;
+  r.temperature = params_.temperature;
+  if (r.temperature > 0.0f) {
+    r.top_k = params_.top_k;
+    r.top_p = params_.top_p;
+    // 24 random bits: u in [0, 1) exactly representable.
+    r.u = static_cast<float>(rng_() >> 40) * (1.0f / 16777216.0f);
+  }
+  return r;
+}
+
 int32_t Sampler::Sample(std::span<const float> logits,
                         std::span<const int32_t> history) {
   KVS_CHECK(!logits.empty()) << "no logits to sample from";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/cpu/ops.h"
 
 namespace kvsession::runtime {
 
@@ -32,6 +33,15 @@ class Sampler {
   // the repetition penalty). logits are not modified.
   int32_t Sample(std::span<const float> logits,
                  std::span<const int32_t> history);
+
+  // Whether the backend's SampleTokens can serve these parameters (greedy,
+  // or temperature with 1 <= top_k <= kMaxSampleTopK, no repetition penalty
+  // or min_p). It depends on the parameters only, so a request samples the
+  // same way in any batch.
+  bool DeviceSamplable() const;
+  // The row for SampleTokens; draws the step's uniform from the seeded
+  // generator (only when the row is random).
+  kernels::SampleRow NextDeviceRow();
 
  private:
   SamplingParams params_;

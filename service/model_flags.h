@@ -12,11 +12,14 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(int32_t, threads);
 ABSL_DECLARE_FLAG(std::string, chat_template);
 ABSL_DECLARE_FLAG(bool, default_system_prompt);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(int32_t, cuda_device);
+ABSL_DECLARE_FLAG(int32_t, gemm_columns);
 
 namespace kvsession::service {
 
-// ModelBundle options from --model, --threads, --chat_template and
-// --default_system_prompt.
+// ModelBundle options from --model, --threads, --chat_template,
+// --default_system_prompt, --device, --cuda_device and --gemm_columns.
 runtime::ModelBundle::Options ModelOptionsFromFlags();
 
 }  // namespace kvsession::service

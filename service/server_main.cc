@@ -14,6 +14,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kernels/backend_factory.h"
 #include "runtime/engine.h"
 #include "runtime/model_bundle.h"
 #include "service/model_flags.h"
@@ -26,6 +27,10 @@ ABSL_FLAG(int32_t, metrics_port, 9090,
           "Prometheus /metrics port (on --host); 0 disables it");
 ABSL_FLAG(int64_t, kv_device_bytes, 512ll << 20,
           "KV cache capacity of the device tier in bytes");
+ABSL_FLAG(double, kv_device_fraction, 0,
+          "GPU backend: when > 0, the device KV tier takes this fraction of "
+          "the device memory free after the weights are loaded (overrides "
+          "--kv_device_bytes)");
 ABSL_FLAG(int64_t, kv_host_bytes, 2ll << 30,
           "KV capacity of the host tier (swapped-out sessions) in bytes; 0: "
           "evicted sessions are dropped and recomputed on their next turn");
@@ -74,9 +79,28 @@ int Run() {
     std::fprintf(stderr, "error: %s\n", bundle.status().ToString().c_str());
     return 1;
   }
+  kernels::Backend& backend = *(*bundle)->backend;
+  std::fprintf(stderr, "kvsession-server: backend %s\n",
+               std::string(backend.name()).c_str());
+  if (const std::string why = kernels::LastAutoFallbackReason();
+      load.device == "auto" && !why.empty()) {
+    std::fprintf(stderr, "kvsession-server: no CUDA backend (%s)\n",
+                 why.c_str());
+  }
   runtime::Engine::Options eo;
   eo.block_size = absl::GetFlag(FLAGS_block_size);
   eo.kv_device_bytes = absl::GetFlag(FLAGS_kv_device_bytes);
+  if (const double f = absl::GetFlag(FLAGS_kv_device_fraction); f > 0) {
+    const kernels::MemoryInfo mem = backend.GetMemoryInfo();
+    if (f >= 1 || mem.total_bytes == 0) {
+      std::fprintf(stderr,
+                   "error: --kv_device_fraction needs a GPU backend and a "
+                   "value in (0, 1)\n");
+      return 2;
+    }
+    eo.kv_device_bytes =
+        static_cast<int64_t>(f * static_cast<double>(mem.free_bytes));
+  }
   eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   eo.max_running = absl::GetFlag(FLAGS_max_running);
   eo.max_sessions = absl::GetFlag(FLAGS_max_sessions);

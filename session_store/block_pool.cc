@@ -8,19 +8,6 @@
 
 namespace kvsession::session_store {
 
-absl::StatusOr<std::unique_ptr<HostArena>> HostArena::Create(size_t bytes) {
-  constexpr size_t kAlign = 64;
-  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = rounded == 0 ? nullptr : std::aligned_alloc(kAlign, rounded);
-  if (rounded != 0 && p == nullptr) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate a KV arena of ", bytes, " bytes"));
-  }
-  return std::unique_ptr<HostArena>(new HostArena(p, bytes));
-}
-
-HostArena::~HostArena() { std::free(data_); }
-
 BlockPool::BlockPool(const Options& options)
     : ref_counts_(static_cast<size_t>(options.num_blocks), 0),
       fences_(static_cast<size_t>(options.num_blocks), 0) {

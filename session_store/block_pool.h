@@ -15,23 +15,6 @@
 
 namespace kvsession::session_store {
 
-// Aligned host memory for one tier on the CPU backend.
-class HostArena {
- public:
-  static absl::StatusOr<std::unique_ptr<HostArena>> Create(size_t bytes);
-  ~HostArena();
-  HostArena(const HostArena&) = delete;
-  HostArena& operator=(const HostArena&) = delete;
-
-  void* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  HostArena(void* data, size_t size) : data_(data), size_(size) {}
-  void* data_;
-  size_t size_;
-};
-
 class BlockPool {
  public:
   struct Options {

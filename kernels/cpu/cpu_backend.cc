@@ -53,6 +53,28 @@ void CpuBackend::CopyFromHost(const void* src, void* dst, size_t bytes) {
   std::memcpy(dst, src, bytes);
 }
 
+void CpuBackend::CopyBlocks(const void* src_base, void* dst_base,
+                            size_t block_bytes,
+                            std::span<const BlockMove> moves) {
+  const auto* src = static_cast<const uint8_t*>(src_base);
+  auto* dst = static_cast<uint8_t*>(dst_base);
+  for (const BlockMove& m : moves) {
+    std::memcpy(dst + static_cast<size_t>(m.dst) * block_bytes,
+                src + static_cast<size_t>(m.src) * block_bytes, block_bytes);
+  }
+}
+
+void CpuBackend::FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
+                            float scale) {
+  kernels::FillRandom(type, dst, n, seed, scale, exec_);
+}
+
+void CpuBackend::SampleTokens(const float* logits, int32_t n_rows,
+                              int32_t vocab, const SampleRow* rows,
+                              int32_t* out) {
+  kernels::SampleTokens(logits, n_rows, vocab, rows, out, exec_);
+}
+
 void CpuBackend::Embed(const WeightView& table, const int32_t* tokens,
                        int64_t n_tokens, float* out) {
   kernels::Embed(table, tokens, n_tokens, out, exec_);

@@ -24,6 +24,15 @@ class CpuBackend final : public Backend {
   void CopyToHost(const void* src, void* dst, size_t bytes) override;
   void CopyFromHost(const void* src, void* dst, size_t bytes) override;
   void Synchronize() override {}
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateHost(size_t bytes) override {
+    return Allocate(bytes);
+  }
+  void CopyBlocks(const void* src_base, void* dst_base, size_t block_bytes,
+                  std::span<const BlockMove> moves) override;
+  void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
+                  float scale) override;
+  void SampleTokens(const float* logits, int32_t n_rows, int32_t vocab,
+                    const SampleRow* rows, int32_t* out) override;
 
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n_tokens,
              float* out) override;

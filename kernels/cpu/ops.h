@@ -78,6 +78,43 @@ void Attention(const KvCacheView& kv, int32_t layer,
                const TokenPlacement& placement, const float* q,
                const AttentionParams& params, float* out, const CpuExec& exec);
 
+// fill_random.cc: dst[i] = u(seed, i) * scale stored as F32, F16 or BF16,
+// where u in [-1, 1) comes from a counter-based hash (splitmix64 of
+// seed + (i + 1) * golden ratio, top 24 bits): the same values on every
+// backend and thread count. Random-weight benchmark models use it.
+void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
+                float scale, const CpuExec& exec);
+// The hash behind FillRandom, in [-1, 1) (exact in f32).
+inline float RandomUnit(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+// sample.cc: picks one token per row of logits [n_rows][vocab].
+//  - temperature <= 0: argmax, the lowest id on ties (greedy).
+//  - otherwise z = logit / temperature over the candidates: the top_k
+//    largest z (1 <= top_k <= kMaxSampleTopK), ordered by z descending then
+//    id ascending; p = exp(z - z_max) / sum over the candidates (the sum in
+//    that order); with top_p < 1 only the shortest prefix of that order
+//    whose cumulative p reaches top_p stays; then the first candidate (same
+//    order) whose running sum of p exceeds u * (sum of kept p) is chosen,
+//    the last kept one if none does. u in [0, 1) comes from the caller's
+//    seeded generator, so sampling is reproducible.
+// top_k == 0 (the whole vocabulary) is sampled on the host by
+// runtime::Sampler; the device op serves greedy and top-k rows.
+inline constexpr int32_t kMaxSampleTopK = 1024;
+struct SampleRow {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float u = 0.0f;
+};
+void SampleTokens(const float* logits, int32_t n_rows, int32_t vocab,
+                  const SampleRow* rows, int32_t* out, const CpuExec& exec);
+
 }  // namespace kvsession::kernels
 
 #endif  // KVSESSION_KERNELS_CPU_OPS_H_

@@ -13,6 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend_factory.h"
 #include "service/metrics.h"
 #include "tests/service/test_server.h"
 
@@ -203,6 +204,30 @@ TEST(MetricsIntegrationTest, WithoutEngineGaugesStayAtZero) {
                         "kvsession_request_seconds_bucket{"
                         "rpc=\"DeleteSession\",le=\"0.01\"}"),
             1);
+}
+
+
+// DESIGN.md: cuBLAS's large static TLS once kept the endpoint's threads
+// from starting in a process that linked it. The CUDA backend is a module
+// loaded at run time; loading it (a device need not be present: the
+// module and cuBLAS load before the device is looked for) must leave the
+// endpoint working.
+TEST(MetricsIntegrationTest, EndpointStartsWithTheCudaModuleLoaded) {
+  kernels::BackendOptions o;
+  o.device = "cuda";
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> b =
+      kernels::CreateBackend(o);
+  if (!b.ok() && b.status().message().find("cannot load the CUDA module") !=
+                     absl::string_view::npos) {
+    GTEST_SKIP() << "built without the CUDA module: " << b.status();
+  }
+  service::Metrics metrics;
+  absl::StatusOr<std::unique_ptr<prometheus::Exposer>> exposer =
+      service::StartMetricsExposer("127.0.0.1:0", &metrics);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const std::vector<int> ports = (*exposer)->GetListeningPorts();
+  ASSERT_FALSE(ports.empty());
+  EXPECT_THAT(HttpGetMetrics(ports[0]), HasSubstr("kvsession_queue_depth"));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@ TestServer::TestServer(TestServerOptions options) {
   runtime::ModelBundle::Options load;
   load.path = options.model_path.empty() ? TinyModelPath() : options.model_path;
   load.n_threads = options.threads;
+  load.device = options.device;
   absl::StatusOr<std::unique_ptr<runtime::ModelBundle>> bundle =
       runtime::ModelBundle::Load(load);
   KVS_CHECK_OK(bundle.status());

@@ -20,6 +20,7 @@ struct TestServerOptions {
   runtime::Engine::Options engine;
   service::KvSessionService::Options service;
   int threads = 1;  // results do not depend on it (batch invariance)
+  std::string device = "cpu";  // kernels/backend_factory.h
 };
 
 class TestServer {

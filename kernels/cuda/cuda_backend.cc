@@ -1,0 +1,385 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/check.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/f16.h"
+
+namespace kvsession::kernels::cuda {
+namespace {
+
+class DeviceBuffer final : public Buffer {
+ public:
+  DeviceBuffer(void* p, size_t size) : p_(p), size_(size) {}
+  ~DeviceBuffer() override { cudaFree(p_); }
+  void* data() override { return p_; }
+  size_t size() const override { return size_; }
+
+ private:
+  void* p_;
+  size_t size_;
+};
+
+class PinnedBuffer final : public Buffer {
+ public:
+  PinnedBuffer(void* p, size_t size) : p_(p), size_(size) {}
+  ~PinnedBuffer() override { cudaFreeHost(p_); }
+  void* data() override { return p_; }
+  size_t size() const override { return size_; }
+
+ private:
+  void* p_;
+  size_t size_;
+};
+
+size_t Align(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    const Options& options) {
+  std::unique_ptr<CudaBackend> b(new CudaBackend(options));
+  if (absl::Status s = b->Init(); !s.ok()) return s;
+  return b;
+}
+
+absl::Status CudaBackend::Init() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();  // clears the error for later callers
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda: no CUDA device (",
+        e == cudaSuccess ? "none found" : cudaGetErrorString(e), ")"));
+  }
+  if (options_.device < 0 || options_.device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda: device ", options_.device, " requested, ", count, " present"));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  cudaDeviceProp prop{};
+  KVS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
+  device_name_ = absl::StrCat(prop.name, " (sm_", prop.major, prop.minor, ", ",
+                              prop.totalGlobalMem >> 20, " MiB)");
+  KVS_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  KVS_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  KVS_CUDA_RETURN_IF_ERROR(
+      cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+  Gemm::Options go;
+  go.columns = options_.gemm_columns;
+  absl::StatusOr<std::unique_ptr<Gemm>> g = Gemm::Create(go, stream_);
+  if (!g.ok()) return g.status();
+  gemm_ = *std::move(g);
+  return absl::OkStatus();
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  gemm_.reset();
+  for (void* p : {convert_, staging_dev_, static_cast<void*>(attn_ws_),
+                  sample_ws_}) {
+    if (p != nullptr) cudaFree(p);
+  }
+  for (void* p : weights_) cudaFree(p);
+  if (staging_host_ != nullptr) cudaFreeHost(staging_host_);
+  if (staged_ != nullptr) cudaEventDestroy(staged_);
+  if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
+  void* p = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
+  return std::make_unique<DeviceBuffer>(p, bytes);
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateHost(
+    size_t bytes) {
+  void* p = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(
+      cudaHostAlloc(&p, bytes == 0 ? 256 : bytes, cudaHostAllocPortable));
+  return std::make_unique<PinnedBuffer>(p, bytes);
+}
+
+void* CudaBackend::Grow(void** buf, size_t* cap, size_t bytes) {
+  if (*cap < bytes) {
+    // cudaFree waits for the kernels that may still use the old buffer.
+    if (*buf != nullptr) KVS_CUDA_CHECK(cudaFree(*buf));
+    *buf = nullptr;
+    const size_t rounded = Align(bytes + bytes / 4, size_t{1} << 20);
+    KVS_CUDA_CHECK(cudaMalloc(buf, rounded));
+    *cap = rounded;
+  }
+  return *buf;
+}
+
+absl::StatusOr<WeightView> CudaBackend::PrepareWeight(const WeightView& host) {
+  // GEMM weights live as F16 (BF16 when the file has BF16): quantized types
+  // are dequantized once here, on the device where the type allows.
+  const GgmlType target =
+      host.type == GgmlType::kBF16 ? GgmlType::kBF16 : GgmlType::kF16;
+  const int64_t n = host.rows * host.cols;
+  void* dst = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&dst, static_cast<size_t>(n) * 2));
+  weights_.push_back(dst);
+  const size_t raw = static_cast<size_t>(host.rows) * host.row_bytes;
+  if (host.type == target) {
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, host.data, raw,
+                                             cudaMemcpyHostToDevice, stream_));
+  } else if (CanDequantize(host.type)) {
+    void* src = Grow(&convert_, &convert_cap_, raw);
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(src, host.data, raw,
+                                             cudaMemcpyHostToDevice, stream_));
+    LaunchDequantize(host.type, src, n, target, dst, stream_);
+  } else {
+    std::vector<float> row(host.cols);
+    std::vector<uint16_t> conv(static_cast<size_t>(n));
+    for (int64_t r = 0; r < host.rows; ++r) {
+      DequantizeRow(host.type,
+                    static_cast<const uint8_t*>(host.data) + r * host.row_bytes,
+                    row.data(), host.cols);
+      QuantizeRow(target, row.data(), conv.data() + r * host.cols, host.cols);
+    }
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, conv.data(), conv.size() * 2,
+                                             cudaMemcpyHostToDevice, stream_));
+  }
+  KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  WeightView w;
+  w.type = target;
+  w.data = dst;
+  w.rows = host.rows;
+  w.cols = host.cols;
+  w.row_bytes = static_cast<size_t>(host.cols) * 2;
+  if (absl::Status s = gemm_->Prepare(w); !s.ok()) return s;
+  return w;
+}
+
+void CudaBackend::CopyToHost(const void* src, void* dst, size_t bytes) {
+  KVS_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::CopyFromHost(const void* src, void* dst, size_t bytes) {
+  KVS_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::Synchronize() { KVS_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+MemoryInfo CudaBackend::GetMemoryInfo() const {
+  size_t free_b = 0, total_b = 0;
+  KVS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return {static_cast<int64_t>(free_b), static_cast<int64_t>(total_b)};
+}
+
+void CudaBackend::CopyBlocks(const void* src_base, void* dst_base,
+                             size_t block_bytes,
+                             std::span<const BlockMove> moves) {
+  std::lock_guard<std::mutex> lock(copy_mu_);
+  KVS_CUDA_CHECK(cudaSetDevice(options_.device));
+  const auto* src = static_cast<const uint8_t*>(src_base);
+  auto* dst = static_cast<uint8_t*>(dst_base);
+  // Runs of consecutive ids on both sides go as one copy.
+  size_t i = 0;
+  while (i < moves.size()) {
+    size_t j = i + 1;
+    while (j < moves.size() && moves[j].src == moves[j - 1].src + 1 &&
+           moves[j].dst == moves[j - 1].dst + 1) {
+      ++j;
+    }
+    KVS_CUDA_CHECK(cudaMemcpyAsync(
+        dst + static_cast<size_t>(moves[i].dst) * block_bytes,
+        src + static_cast<size_t>(moves[i].src) * block_bytes,
+        (j - i) * block_bytes, cudaMemcpyDefault, copy_stream_));
+    i = j;
+  }
+  KVS_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+}
+
+void CudaBackend::BeginStep(const StepInputs& in) {
+  KVS_CUDA_CHECK(cudaSetDevice(options_.device));
+  const TokenPlacement& p = in.placement;
+  const int32_t n = p.n_tokens;
+  const int32_t r = in.n_logit_rows;
+  // Each distinct table is uploaded once, as far as its tokens read it.
+  std::vector<std::pair<const int32_t*, int32_t>> tables;  // host, length
+  std::vector<int32_t> table_of(n);
+  int32_t max_pos = 0;
+  for (int32_t t = 0; t < n; ++t) {
+    const int32_t len = p.positions[t] / in.block_size + 1;
+    max_pos = std::max(max_pos, p.positions[t]);
+    int32_t idx = -1;
+    for (int32_t k = static_cast<int32_t>(tables.size()) - 1; k >= 0; --k) {
+      if (tables[k].first == p.block_tables[t]) {
+        idx = k;
+        break;
+      }
+    }
+    if (idx < 0) {
+      idx = static_cast<int32_t>(tables.size());
+      tables.emplace_back(p.block_tables[t], 0);
+    }
+    tables[idx].second = std::max(tables[idx].second, len);
+    table_of[t] = idx;
+  }
+  std::vector<size_t> table_off(tables.size());
+  size_t ints = static_cast<size_t>(2 * n + r);
+  for (size_t k = 0; k < tables.size(); ++k) {
+    table_off[k] = ints;
+    ints += tables[k].second;
+  }
+  const size_t ptr_off = Align(ints * sizeof(int32_t), 16);
+  const size_t bytes = ptr_off + static_cast<size_t>(n) * sizeof(void*);
+
+  // The previous upload must have read the staging area before it changes.
+  KVS_CUDA_CHECK(cudaEventSynchronize(staged_));
+  if (staging_host_cap_ < bytes) {
+    if (staging_host_ != nullptr) KVS_CUDA_CHECK(cudaFreeHost(staging_host_));
+    staging_host_cap_ = Align(bytes + bytes / 4, 4096);
+    KVS_CUDA_CHECK(cudaHostAlloc(&staging_host_, staging_host_cap_,
+                                 cudaHostAllocPortable));
+  }
+  auto* dev = static_cast<uint8_t*>(Grow(&staging_dev_, &staging_dev_cap_, bytes));
+  auto* h = static_cast<int32_t*>(staging_host_);
+  if (n > 0) {
+    std::memcpy(h, in.tokens, n * sizeof(int32_t));
+    std::memcpy(h + n, p.positions, n * sizeof(int32_t));
+  }
+  if (r > 0) std::memcpy(h + 2 * n, in.logit_rows, r * sizeof(int32_t));
+  for (size_t k = 0; k < tables.size(); ++k) {
+    std::memcpy(h + table_off[k], tables[k].first,
+                tables[k].second * sizeof(int32_t));
+  }
+  auto* ptrs = reinterpret_cast<const int32_t**>(
+      static_cast<uint8_t*>(staging_host_) + ptr_off);
+  for (int32_t t = 0; t < n; ++t) {
+    ptrs[t] = reinterpret_cast<const int32_t*>(dev) + table_off[table_of[t]];
+  }
+  KVS_CUDA_CHECK(cudaMemcpyAsync(dev, staging_host_, bytes,
+                                 cudaMemcpyHostToDevice, stream_));
+  KVS_CUDA_CHECK(cudaEventRecord(staged_, stream_));
+
+  step_.tokens = in.tokens;
+  step_.positions = p.positions;
+  step_.tables = p.block_tables;
+  step_.logit_rows = in.logit_rows;
+  step_.n_tokens = n;
+  step_.max_position = max_pos;
+  const auto* d = reinterpret_cast<const int32_t*>(dev);
+  step_.d_tokens = d;
+  step_.d_positions = d + n;
+  step_.d_logit_rows = d + 2 * n;
+  step_.d_tables = reinterpret_cast<const int32_t* const*>(dev + ptr_off);
+}
+
+const int32_t* CudaBackend::Dev(const int32_t* host) const {
+  if (host == step_.tokens) return step_.d_tokens;
+  if (host == step_.positions) return step_.d_positions;
+  if (host == step_.logit_rows) return step_.d_logit_rows;
+  KVS_CHECK(false) << "cuda: an op got a host array that BeginStep did not "
+                      "upload";
+  return nullptr;
+}
+
+TokenPlacement CudaBackend::DevPlacement(const TokenPlacement& host) const {
+  KVS_CHECK(host.positions == step_.positions &&
+            host.block_tables == step_.tables &&
+            host.n_tokens == step_.n_tokens)
+      << "cuda: placement differs from the step's";
+  TokenPlacement d;
+  d.n_tokens = host.n_tokens;
+  d.positions = step_.d_positions;
+  d.block_tables = step_.d_tables;
+  return d;
+}
+
+void CudaBackend::FillRandom(GgmlType type, void* dst, int64_t n,
+                             uint64_t seed, float scale) {
+  LaunchFillRandom(type, dst, n, seed, scale, stream_);
+}
+
+void CudaBackend::SampleTokens(const float* logits, int32_t n_rows,
+                               int32_t vocab, const SampleRow* rows,
+                               int32_t* out) {
+  if (n_rows <= 0) return;
+  const size_t rows_bytes = Align(n_rows * sizeof(SampleRow), 256);
+  const size_t out_bytes = Align(n_rows * sizeof(int32_t), 256);
+  const size_t ws = SampleWorkspaceBytes(n_rows, vocab);
+  auto* base = static_cast<uint8_t*>(
+      Grow(&sample_ws_, &sample_ws_cap_, rows_bytes + out_bytes + ws));
+  auto* d_rows = reinterpret_cast<SampleRow*>(base);
+  auto* d_out = reinterpret_cast<int32_t*>(base + rows_bytes);
+  KVS_CUDA_CHECK(cudaMemcpyAsync(d_rows, rows, n_rows * sizeof(SampleRow),
+                                 cudaMemcpyHostToDevice, stream_));
+  LaunchSampleTokens(logits, n_rows, vocab, d_rows,
+                     ws > 0 ? base + rows_bytes + out_bytes : nullptr, d_out,
+                     stream_);
+  KVS_CUDA_CHECK(cudaMemcpyAsync(out, d_out, n_rows * sizeof(int32_t),
+                                 cudaMemcpyDeviceToHost, stream_));
+  KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::Embed(const WeightView& table, const int32_t* tokens,
+                        int64_t n_tokens, float* out) {
+  LaunchEmbed(table, Dev(tokens), n_tokens, out, stream_);
+}
+
+void CudaBackend::RmsNorm(const float* x, const float* weight, int64_t n_rows,
+                          int64_t dim, float eps, float* out) {
+  LaunchRmsNorm(x, weight, n_rows, dim, eps, out, stream_);
+}
+
+void CudaBackend::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
+                         float* out) {
+  gemm_->MatMul(w, x, n_tokens, out);
+}
+
+void CudaBackend::Rope(float* x, int64_t n_tokens, int32_t n_heads,
+                       const int32_t* positions, const RopeParams& params) {
+  LaunchRope(x, n_tokens, n_heads, Dev(positions), params, stream_);
+}
+
+void CudaBackend::KvWrite(const KvCacheView& kv, int32_t layer,
+                          const TokenPlacement& placement, const float* k,
+                          const float* v) {
+  LaunchKvWrite(kv, layer, DevPlacement(placement), k, v, stream_);
+}
+
+void CudaBackend::Attention(const KvCacheView& kv, int32_t layer,
+                            const TokenPlacement& placement, const float* q,
+                            const AttentionParams& params, float* out) {
+  const int64_t floats = AttentionWorkspaceFloats(
+      placement.n_tokens, params.n_heads, kv.head_dim, step_.max_position);
+  void* ws = attn_ws_;
+  Grow(&ws, &attn_ws_cap_, static_cast<size_t>(floats) * sizeof(float));
+  attn_ws_ = static_cast<float*>(ws);
+  LaunchAttention(kv, layer, DevPlacement(placement), q, params,
+                  step_.max_position, attn_ws_, out, stream_);
+}
+
+void CudaBackend::SwiGlu(const float* gate, const float* up, int64_t n,
+                         float* out) {
+  LaunchSwiGlu(gate, up, n, out, stream_);
+}
+
+void CudaBackend::Add(const float* a, const float* b, int64_t n, float* out) {
+  LaunchAdd(a, b, n, out, stream_);
+}
+
+void CudaBackend::GatherRows(const float* src, const int32_t* rows,
+                             int64_t n_rows, int64_t dim, float* dst) {
+  LaunchGatherRows(src, Dev(rows), n_rows, dim, dst, stream_);
+}
+
+}  // namespace kvsession::kernels::cuda

@@ -1,0 +1,122 @@
+// Backend on one CUDA device: the ops of this folder on a compute stream,
+// weight GEMMs through cuBLASLt (gemm.h), KV block swaps on a copy stream of
+// their own, and the host tier in page-locked memory.
+#ifndef KVSESSION_KERNELS_CUDA_CUDA_BACKEND_H_
+#define KVSESSION_KERNELS_CUDA_CUDA_BACKEND_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/gemm.h"
+
+namespace kvsession::kernels::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  struct Options {
+    int device = 0;
+    int32_t gemm_columns = 64;  // tokens per GEMM (gemm.h)
+  };
+  // FAILED_PRECONDITION when there is no such device.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
+      const Options& options);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  const std::string& device_name() const { return device_name_; }
+  cudaStream_t stream() const { return stream_; }
+  Gemm& gemm() { return *gemm_; }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override;
+  absl::StatusOr<WeightView> PrepareWeight(const WeightView& host) override;
+  void CopyToHost(const void* src, void* dst, size_t bytes) override;
+  void CopyFromHost(const void* src, void* dst, size_t bytes) override;
+  void Synchronize() override;
+  MemoryInfo GetMemoryInfo() const override;
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateHost(size_t bytes) override;
+  void CopyBlocks(const void* src_base, void* dst_base, size_t block_bytes,
+                  std::span<const BlockMove> moves) override;
+  absl::Status RegisterWeight(const WeightView& w) override {
+    return gemm_->Prepare(w);
+  }
+  void BeginStep(const StepInputs& step) override;
+  void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
+                  float scale) override;
+  bool samples_on_device() const override { return true; }
+  void SampleTokens(const float* logits, int32_t n_rows, int32_t vocab,
+                    const SampleRow* rows, int32_t* out) override;
+
+  void Embed(const WeightView& table, const int32_t* tokens, int64_t n_tokens,
+             float* out) override;
+  void RmsNorm(const float* x, const float* weight, int64_t n_rows, int64_t dim,
+               float eps, float* out) override;
+  void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
+              float* out) override;
+  void Rope(float* x, int64_t n_tokens, int32_t n_heads,
+            const int32_t* positions, const RopeParams& params) override;
+  void KvWrite(const KvCacheView& kv, int32_t layer,
+               const TokenPlacement& placement, const float* k,
+               const float* v) override;
+  void Attention(const KvCacheView& kv, int32_t layer,
+                 const TokenPlacement& placement, const float* q,
+                 const AttentionParams& params, float* out) override;
+  void SwiGlu(const float* gate, const float* up, int64_t n,
+              float* out) override;
+  void Add(const float* a, const float* b, int64_t n, float* out) override;
+  void GatherRows(const float* src, const int32_t* rows, int64_t n_rows,
+                  int64_t dim, float* dst) override;
+
+ private:
+  explicit CudaBackend(const Options& options) : options_(options) {}
+  absl::Status Init();
+  // Grows a device scratch buffer (waits for the kernels using the old one).
+  void* Grow(void** buf, size_t* cap, size_t bytes);
+  // The device copy of an array BeginStep uploaded.
+  const int32_t* Dev(const int32_t* host) const;
+  TokenPlacement DevPlacement(const TokenPlacement& host) const;
+
+  Options options_;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  cudaStream_t copy_stream_ = nullptr;
+  std::mutex copy_mu_;  // one CopyBlocks at a time on the copy stream
+  std::unique_ptr<Gemm> gemm_;
+  std::vector<void*> weights_;  // PrepareWeight's allocations
+  void* convert_ = nullptr;  // raw weight bytes on their way to F16/BF16
+  size_t convert_cap_ = 0;
+
+  // The step's inputs: a pinned staging area and its device copy, laid out
+  // [tokens][positions][logit rows][block tables][table pointers].
+  struct Step {
+    const int32_t* tokens = nullptr;
+    const int32_t* positions = nullptr;
+    const int32_t* const* tables = nullptr;
+    const int32_t* logit_rows = nullptr;
+    int32_t n_tokens = 0;
+    int32_t max_position = 0;
+    const int32_t* d_tokens = nullptr;
+    const int32_t* d_positions = nullptr;
+    const int32_t* const* d_tables = nullptr;
+    const int32_t* d_logit_rows = nullptr;
+  } step_;
+  void* staging_host_ = nullptr;
+  size_t staging_host_cap_ = 0;
+  void* staging_dev_ = nullptr;
+  size_t staging_dev_cap_ = 0;
+  cudaEvent_t staged_ = nullptr;  // the last upload has read staging_host_
+  float* attn_ws_ = nullptr;
+  size_t attn_ws_cap_ = 0;
+  void* sample_ws_ = nullptr;
+  size_t sample_ws_cap_ = 0;
+};
+
+}  // namespace kvsession::kernels::cuda
+
+#endif  // KVSESSION_KERNELS_CUDA_CUDA_BACKEND_H_

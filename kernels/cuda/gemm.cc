@@ -1,0 +1,297 @@
+#include "kernels/cuda/gemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/check.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/ggml_type.h"
+
+namespace kvsession::kernels::cuda {
+namespace {
+
+#define KVS_CUBLAS_RETURN_IF_ERROR(expr)                                     \
+  do {                                                                       \
+    const cublasStatus_t kvs_st_ = (expr);                                   \
+    if (kvs_st_ != CUBLAS_STATUS_SUCCESS) {                                  \
+      return absl::InternalError(absl::StrCat(#expr, ": cuBLAS status ",     \
+                                              static_cast<int>(kvs_st_)));   \
+    }                                                                        \
+  } while (0)
+
+cudaDataType_t DataType(GgmlType t) {
+  return t == GgmlType::kBF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+// Owns a temporary device allocation of the self-check.
+struct Scratch {
+  void* p = nullptr;
+  ~Scratch() {
+    if (p != nullptr) cudaFree(p);
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(const Options& options,
+                                                   cudaStream_t stream) {
+  if (options.columns < 1 || options.columns > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemm: columns must be in [1, 4096], got ",
+                     options.columns));
+  }
+  std::unique_ptr<Gemm> g(new Gemm(options, stream));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&g->handle_));
+  if (options.workspace_bytes > 0) {
+    KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&g->workspace_, options.workspace_bytes));
+  }
+  return g;
+}
+
+Gemm::~Gemm() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  for (auto& [key, p] : plans_) {
+    if (p.a != nullptr) cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b != nullptr) cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c != nullptr) cublasLtMatrixLayoutDestroy(p.c);
+    if (p.desc != nullptr) cublasLtMatmulDescDestroy(p.desc);
+  }
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (input_ != nullptr) cudaFree(input_);
+  if (tail_ != nullptr) cudaFree(tail_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+absl::Status Gemm::Reserve(void** buf, size_t* cap, size_t bytes) {
+  if (*cap >= bytes) return absl::OkStatus();
+  // cudaFree waits for the kernels that may still read the old buffer.
+  if (*buf != nullptr) KVS_CUDA_RETURN_IF_ERROR(cudaFree(*buf));
+  *buf = nullptr;
+  *cap = 0;
+  const size_t rounded = (bytes + (size_t{1} << 20) - 1) >> 20 << 20;
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(buf, rounded));
+  *cap = rounded;
+  return absl::OkStatus();
+}
+
+void Gemm::Run(const Plan& plan, const WeightView& w, const void* x,
+               float* out) {
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  const cublasStatus_t st = cublasLtMatmul(
+      handle_, plan.desc, &alpha, w.data, plan.a, x, plan.b, &beta, out,
+      plan.c, out, plan.c, &plan.algo, workspace_, options_.workspace_bytes,
+      stream_);
+  KVS_CHECK(st == CUBLAS_STATUS_SUCCESS)
+      << "cublasLtMatmul " << w.rows << "x" << w.cols << ": status "
+      << static_cast<int>(st);
+}
+
+absl::Status Gemm::Prepare(const WeightView& w) {
+  if (w.type != GgmlType::kF16 && w.type != GgmlType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gemm: weights must be F16 or BF16, got ",
+                     TypeName(w.type)));
+  }
+  if (w.row_bytes != static_cast<size_t>(w.cols) * 2) {
+    return absl::InvalidArgumentError("gemm: weight rows must be contiguous");
+  }
+  const Key key = KeyOf(w);
+  if (plans_.count(key) != 0) return absl::OkStatus();
+  const int64_t M = w.rows;
+  const int64_t K = w.cols;
+  const int64_t N = options_.columns;
+  const cudaDataType_t dt = DataType(w.type);
+
+  Plan plan;
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // out (column-major M x N, ld M) = W^T-as-stored (K x M, ld K)^T * x
+  // (K x N, ld K): row-major [rows][cols] weights and [tokens][cols] inputs.
+  const cublasOperation_t op_t = CUBLAS_OP_T;
+  const cublasOperation_t op_n = CUBLAS_OP_N;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+      plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+      plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, dt, K, M, K));
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, dt, K, N, K));
+  KVS_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, M, N, M));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  KVS_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
+  const size_t ws = options_.workspace_bytes;
+  cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  constexpr int kRequested = 16;
+  cublasLtMatmulHeuristicResult_t results[kRequested] = {};
+  int returned = 0;
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, kRequested,
+      results, &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (hs != CUBLAS_STATUS_SUCCESS || returned == 0) {
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    cublasLtMatmulDescDestroy(plan.desc);
+    return absl::InternalError(absl::StrCat(
+        "gemm: no cuBLASLt algorithm for ", M, "x", K, "x", N));
+  }
+  // Candidates without split-K first (their reduction order is the plain
+  // K loop of one tile); the heuristic's order otherwise.
+  std::vector<int> order(returned);
+  std::vector<int32_t> splits(returned, 1);
+  for (int i = 0; i < returned; ++i) {
+    order[i] = i;
+    int32_t s = 1;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(
+            &results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &s, sizeof s,
+            &written) == CUBLAS_STATUS_SUCCESS &&
+        written == sizeof s) {
+      splits[i] = std::max<int32_t>(s, 1);
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return (splits[a] > 1) < (splits[b] > 1);
+  });
+
+  // The self-check: the same random inputs in three column orders, and one
+  // order twice (run-to-run determinism).
+  const size_t in_bytes = static_cast<size_t>(N * K) * 2;
+  const size_t out_floats = static_cast<size_t>(M * N);
+  Scratch x0, x1, x2, d0, d1, d2, d3;
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&x0.p, in_bytes));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&x1.p, in_bytes));
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&x2.p, in_bytes));
+  for (Scratch* d : {&d0, &d1, &d2, &d3}) {
+    KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&d->p, out_floats * sizeof(float)));
+  }
+  LaunchFillRandom(w.type, x0.p, N * K, 0x6a09e667f3bcc908ull ^ M ^ (K << 20),
+                   1.0f, stream_);
+  const int64_t shifts[2] = {1, N / 2 + 3};
+  void* rolled[2] = {x1.p, x2.p};
+  const size_t row = static_cast<size_t>(K) * 2;
+  for (int r = 0; r < 2; ++r) {
+    // rolled token j = token (j + s) % N.
+    const int64_t s = shifts[r] % N;
+    auto* dst = static_cast<uint8_t*>(rolled[r]);
+    auto* src = static_cast<const uint8_t*>(x0.p);
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        dst, src + s * row, (N - s) * row, cudaMemcpyDeviceToDevice, stream_));
+    if (s > 0) {
+      KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst + (N - s) * row, src, s * row,
+                                               cudaMemcpyDeviceToDevice,
+                                               stream_));
+    }
+  }
+  std::vector<float> h0(out_floats), h1(out_floats), h2(out_floats),
+      h3(out_floats);
+  std::string tried;
+  for (int idx : order) {
+    plan.algo = results[idx].algo;
+    plan.candidate = idx;
+    plan.split_k = splits[idx];
+    const cublasStatus_t check = cublasLtMatmulAlgoCheck(
+        handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, &plan.algo,
+        &results[idx]);
+    if (check != CUBLAS_STATUS_SUCCESS || results[idx].workspaceSize > ws) {
+      continue;
+    }
+    Run(plan, w, x0.p, static_cast<float*>(d0.p));
+    Run(plan, w, x1.p, static_cast<float*>(d1.p));
+    Run(plan, w, x2.p, static_cast<float*>(d2.p));
+    Run(plan, w, x0.p, static_cast<float*>(d3.p));
+    const size_t bytes = out_floats * sizeof(float);
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h0.data(), d0.p, bytes,
+                                             cudaMemcpyDeviceToHost, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h1.data(), d1.p, bytes,
+                                             cudaMemcpyDeviceToHost, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h2.data(), d2.p, bytes,
+                                             cudaMemcpyDeviceToHost, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h3.data(), d3.p, bytes,
+                                             cudaMemcpyDeviceToHost, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    bool ok = std::memcmp(h0.data(), h3.data(), bytes) == 0;
+    const std::vector<float>* outs[2] = {&h1, &h2};
+    for (int r = 0; r < 2 && ok; ++r) {
+      const int64_t s = shifts[r] % N;
+      for (int64_t j = 0; j < N && ok; ++j) {
+        ok = std::memcmp(outs[r]->data() + j * M,
+                         h0.data() + ((j + s) % N) * M, M * sizeof(float)) == 0;
+      }
+    }
+    absl::StrAppend(&tried, tried.empty() ? "" : ", ", idx,
+                    ok ? " ok" : " varies");
+    if (ok) {
+      plans_.emplace(key, plan);
+      return absl::OkStatus();
+    }
+  }
+  cublasLtMatrixLayoutDestroy(plan.a);
+  cublasLtMatrixLayoutDestroy(plan.b);
+  cublasLtMatrixLayoutDestroy(plan.c);
+  cublasLtMatmulDescDestroy(plan.desc);
+  return absl::InternalError(absl::StrCat(
+      "gemm: no batch-invariant cuBLASLt algorithm for ", M, "x", K, "x", N,
+      " (candidates: ", tried, ")"));
+}
+
+std::string Gemm::Describe(const WeightView& w) const {
+  auto it = plans_.find(KeyOf(w));
+  if (it == plans_.end()) return "unprepared";
+  int32_t id = -1, tile = -1, stages = -1;
+  size_t written = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&it->second.algo,
+                                       CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id,
+                                       &written);
+  cublasLtMatmulAlgoConfigGetAttribute(&it->second.algo,
+                                       CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
+                                       sizeof tile, &written);
+  cublasLtMatmulAlgoConfigGetAttribute(&it->second.algo,
+                                       CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+                                       sizeof stages, &written);
+  return absl::StrCat("algo ", id, " tile ", tile, " stages ", stages,
+                      " split-k ", it->second.split_k, " (candidate ",
+                      it->second.candidate, ")");
+}
+
+void Gemm::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
+                  float* out) {
+  if (n_tokens <= 0) return;
+  auto it = plans_.find(KeyOf(w));
+  KVS_CHECK(it != plans_.end())
+      << "gemm: weight " << w.rows << "x" << w.cols << " not prepared";
+  const Plan& plan = it->second;
+  const int64_t N = options_.columns;
+  const int64_t chunks = (n_tokens + N - 1) / N;
+  const size_t row = static_cast<size_t>(w.cols) * 2;
+  KVS_CHECK_OK(Reserve(&input_, &input_cap_, chunks * N * row));
+  LaunchConvertRows(x, n_tokens, chunks * N, w.cols, w.cols, w.type, input_,
+                    stream_);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const void* xin = static_cast<const uint8_t*>(input_) + c * N * row;
+    float* dst = out + c * N * w.rows;
+    const int64_t valid = std::min<int64_t>(N, n_tokens - c * N);
+    if (valid == N) {
+      Run(plan, w, xin, dst);
+      continue;
+    }
+    void* tail = tail_;
+    KVS_CHECK_OK(Reserve(&tail, &tail_cap_,
+                         static_cast<size_t>(N * w.rows) * sizeof(float)));
+    tail_ = static_cast<float*>(tail);
+    Run(plan, w, xin, tail_);
+    KVS_CUDA_CHECK(cudaMemcpyAsync(dst, tail_,
+                                   static_cast<size_t>(valid * w.rows) *
+                                       sizeof(float),
+                                   cudaMemcpyDeviceToDevice, stream_));
+  }
+}
+
+}  // namespace kvsession::kernels::cuda

@@ -1,0 +1,90 @@
+// Weight GEMMs through cuBLASLt: out[t][r] = dot(row r of W, x[t]) with W in
+// F16 or BF16 and x, out in f32 (x is rounded to W's type; f32 accumulate).
+//
+// Batch invariance (DESIGN.md invariant 5) with a library GEMM: cuBLAS picks
+// kernels, tiles and split-K by shape, so a token's row would change with
+// the batch size. Here every GEMM has the same shape: tokens go through in
+// chunks of exactly `columns` (the last chunk zero-padded), each with one
+// algorithm fixed per weight shape at first use. Before fixing it, the
+// algorithm is checked on random data to give bitwise the same column
+// whatever the column's place in the chunk and its neighbours (a stream-K
+// or atomically reduced kernel fails that check and the next candidate is
+// tried), so a token's output is the same in a prefill chunk and in a
+// decode step.
+#ifndef KVSESSION_KERNELS_CUDA_GEMM_H_
+#define KVSESSION_KERNELS_CUDA_GEMM_H_
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/kv_cache_view.h"
+
+namespace kvsession::kernels::cuda {
+
+class Gemm {
+ public:
+  struct Options {
+    // Tokens per GEMM. Decode at batch <= columns costs one weight read, as
+    // it must; prefill runs ceil(n / columns) GEMMs.
+    int32_t columns = 64;
+    size_t workspace_bytes = size_t{32} << 20;
+  };
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(const Options& options,
+                                                      cudaStream_t stream);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // Chooses and checks the algorithm for W's shape (runs kernels and waits;
+  // called when a weight is prepared). Idempotent.
+  absl::Status Prepare(const WeightView& w);
+  // Enqueues out = x W^T on the stream given at creation. Prepare(w) must
+  // have succeeded.
+  void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
+              float* out);
+
+  int32_t columns() const { return options_.columns; }
+  // Description of the algorithm chosen for a shape (benchmarks, logs).
+  std::string Describe(const WeightView& w) const;
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    int candidate = 0;  // index in the heuristic's list
+    int32_t split_k = 1;
+  };
+  using Key = std::tuple<int64_t, int64_t, int>;  // rows, cols, type
+
+  Gemm(const Options& options, cudaStream_t stream)
+      : options_(options), stream_(stream) {}
+  static Key KeyOf(const WeightView& w) {
+    return {w.rows, w.cols, static_cast<int>(w.type)};
+  }
+  absl::Status Reserve(void** buf, size_t* cap, size_t bytes);
+  void Run(const Plan& plan, const WeightView& w, const void* x, float* out);
+
+  Options options_;
+  cudaStream_t stream_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  void* input_ = nullptr;  // x rounded to the weight type, padded
+  size_t input_cap_ = 0;
+  float* tail_ = nullptr;  // output of a partial last chunk
+  size_t tail_cap_ = 0;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace kvsession::kernels::cuda
+
+#endif  // KVSESSION_KERNELS_CUDA_GEMM_H_

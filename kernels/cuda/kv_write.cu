@@ -1,0 +1,72 @@
+// KvWrite on the device: each token's K and V rows, f32 -> f16 (round to
+// nearest even, as the CPU FloatToHalf), into its slot of the paged arena.
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "kernels/check.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
+
+namespace kvsession::kernels::cuda {
+namespace {
+
+constexpr int kKvWriteThreads = 256;
+
+// KvCacheView::Offset, which is host-only: element offset of the K (kv = 0)
+// or V (kv = 1) row of one slot.
+__device__ __forceinline__ int64_t RowOffset(const KvCacheView& kv,
+                                             int32_t block, int32_t layer,
+                                             int32_t which, int32_t head,
+                                             int32_t slot) {
+  const int64_t block_elems =
+      int64_t{kv.n_layers} * 2 * kv.n_kv_heads * kv.block_size * kv.head_dim;
+  return int64_t{block} * block_elems +
+         ((int64_t{layer} * 2 + which) * kv.n_kv_heads + head) * kv.block_size *
+             kv.head_dim +
+         int64_t{slot} * kv.head_dim;
+}
+
+// One CTA per token; threads walk the token's 2 * n_kv_heads * head_dim
+// elements (K then V) with consecutive threads on consecutive head_dim
+// elements, so loads and stores are coalesced.
+__global__ void KvWriteKernel(KvCacheView kv, int32_t layer,
+                              const int32_t* __restrict__ positions,
+                              const int32_t* const* __restrict__ block_tables,
+                              const float* __restrict__ k,
+                              const float* __restrict__ v) {
+  const int64_t t = blockIdx.x;
+  const int32_t pos = positions[t];
+  const int32_t block = block_tables[t][pos / kv.block_size];
+  const int32_t slot = pos % kv.block_size;
+  const int32_t hd = kv.head_dim;
+  const int32_t row = kv.n_kv_heads * hd;
+  for (int32_t e = threadIdx.x; e < 2 * row; e += blockDim.x) {
+    const int32_t which = e / row;  // 0: K, 1: V
+    const int32_t r = e - which * row;
+    const int32_t h = r / hd;
+    const int32_t d = r - h * hd;
+    const float x = (which == 0 ? k : v)[t * row + r];
+    const __half y = __float2half_rn(x);
+    kv.base[RowOffset(kv, block, layer, which, h, slot) + d] =
+        __half_as_ushort(y);
+  }
+}
+
+}  // namespace
+
+void LaunchKvWrite(const KvCacheView& kv, int32_t layer,
+                   const TokenPlacement& placement, const float* k,
+                   const float* v, cudaStream_t stream) {
+  KVS_CHECK(layer >= 0 && layer < kv.n_layers) << "layer " << layer;
+  KVS_CHECK(kv.block_size > 0 && kv.n_kv_heads > 0 && kv.head_dim > 0)
+      << "block_size " << kv.block_size << " n_kv_heads " << kv.n_kv_heads
+      << " head_dim " << kv.head_dim;
+  KVS_CHECK(placement.n_tokens >= 0) << "n_tokens " << placement.n_tokens;
+  if (placement.n_tokens == 0) return;
+  KvWriteKernel<<<placement.n_tokens, kKvWriteThreads, 0, stream>>>(
+      kv, layer, placement.positions, placement.block_tables, k, v);
+  KVS_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kvsession::kernels::cuda

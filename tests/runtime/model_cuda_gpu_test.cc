@@ -1,0 +1,343 @@
+// The model on the CUDA backend: batch invariance (prefill, decode, chunk
+// lengths, neighbours: bitwise), agreement with the CPU backend (stated
+// tolerance), every weight type, random models and device sampling.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/backend_factory.h"
+#include "runtime/model.h"
+#include "runtime/model_bundle.h"
+#include "runtime/sequence_runner.h"
+#include "tests/runtime/tiny_model.h"
+
+namespace kvsession::runtime {
+namespace {
+
+bool HaveCuda() {
+  static const bool have = [] {
+    kernels::BackendOptions o;
+    o.device = "cuda";
+    return kernels::CreateBackend(o).ok();
+  }();
+  return have;
+}
+
+#define REQUIRE_CUDA()                                     \
+  do {                                                     \
+    if (!HaveCuda()) GTEST_SKIP() << "no CUDA backend";    \
+  } while (0)
+
+std::unique_ptr<ModelBundle> Load(const std::string& path,
+                                  const std::string& device) {
+  ModelBundle::Options o;
+  o.path = path;
+  o.n_threads = 4;
+  o.device = device;
+  absl::StatusOr<std::unique_ptr<ModelBundle>> b = ModelBundle::Load(o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *std::move(b) : nullptr;
+}
+
+std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = dist(rng);
+  return t;
+}
+
+std::unique_ptr<SequenceRunner> Runner(Model* model, uint64_t shuffle = 0,
+                                       int32_t chunk = 512) {
+  SequenceRunner::Options o;
+  o.max_tokens = 640;
+  o.shuffle_seed = shuffle;
+  o.max_chunk = chunk;
+  absl::StatusOr<std::unique_ptr<SequenceRunner>> r =
+      SequenceRunner::Create(model, o);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return *std::move(r);
+}
+
+// The f16 bits of one token's K and V across all layers (copied from the
+// device arena).
+std::vector<uint16_t> TokenKv(const SequenceRunner& r, int32_t pos) {
+  const kernels::KvCacheView& kv = r.kv();
+  std::vector<uint16_t> out;
+  const int32_t block = r.block_table()[pos / kv.block_size];
+  std::vector<uint16_t> row(kv.head_dim);
+  for (int32_t l = 0; l < kv.n_layers; ++l) {
+    for (int32_t which = 0; which < 2; ++which) {
+      for (int32_t h = 0; h < kv.n_kv_heads; ++h) {
+        r.model()->backend()->CopyToHost(
+            kv.base + kv.Offset(block, l, which, h, pos % kv.block_size),
+            row.data(), row.size() * sizeof(uint16_t));
+        out.insert(out.end(), row.begin(), row.end());
+      }
+    }
+  }
+  return out;
+}
+
+// The tiny test model with head_dim 64 (a head size the CUDA attention
+// serves; the default tiny model's is 16).
+testing::TinyModelOptions Tiny64() {
+  testing::TinyModelOptions o;
+  o.d_model = 256;
+  o.n_heads = 4;
+  o.n_kv_heads = 2;
+  o.ffn_dim = 512;
+  return o;
+}
+
+const std::string& TinyPath() {
+  static const std::string* path = [] {
+    auto* p = new std::string(::testing::TempDir() + "/tiny64.gguf");
+    EXPECT_TRUE(testing::WriteTinyModel(Tiny64(), *p).ok());
+    return p;
+  }();
+  return *path;
+}
+
+bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// 300 tokens cross the attention's 256-position partitions.
+constexpr int kLong = 300;
+
+TEST(ModelCudaTest, PrefillAndDecodeAreBitwiseIdentical) {
+  REQUIRE_CUDA();
+  auto b = Load(TinyPath(), "cuda");
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> tokens =
+      RandomTokens(kLong, b->model->config().vocab_size, 11);
+  auto prefill = Runner(b->model.get(), 5);
+  std::vector<float> all;
+  ASSERT_TRUE(prefill->Append(tokens, LogitsMode::kAll, &all).ok());
+  auto decode = Runner(b->model.get(), 9);
+  std::vector<float> stepwise, one;
+  for (int32_t t : tokens) {
+    ASSERT_TRUE(decode->Append({&t, 1}, LogitsMode::kLast, &one).ok());
+    stepwise.insert(stepwise.end(), one.begin(), one.end());
+  }
+  EXPECT_TRUE(BitwiseEqual(all, stepwise));
+  for (int32_t p : {0, 1, 15, 16, 17, 255, 256, 299}) {
+    ASSERT_EQ(TokenKv(*prefill, p), TokenKv(*decode, p)) << "position " << p;
+  }
+}
+
+TEST(ModelCudaTest, ChunkLengthDoesNotChangeAnyBit) {
+  REQUIRE_CUDA();
+  auto b = Load(TinyPath(), "cuda");
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> tokens =
+      RandomTokens(kLong, b->model->config().vocab_size, 13);
+  std::vector<float> reference;
+  {
+    auto r = Runner(b->model.get(), 0, /*chunk=*/512);
+    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &reference).ok());
+  }
+  for (int32_t chunk : {5, 17, 64, 65, 130}) {
+    auto r = Runner(b->model.get(), chunk, chunk);
+    std::vector<float> logits;
+    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &logits).ok());
+    EXPECT_TRUE(BitwiseEqual(reference, logits)) << "chunk " << chunk;
+  }
+}
+
+TEST(ModelCudaTest, NeighboursInTheBatchDoNotChangeAnyBit) {
+  REQUIRE_CUDA();
+  auto b = Load(TinyPath(), "cuda");
+  ASSERT_NE(b, nullptr);
+  Model& model = *b->model;
+  const int vocab = model.config().vocab_size;
+  const std::vector<std::vector<int32_t>> seqs = {
+      RandomTokens(20, vocab, 1), RandomTokens(9, vocab, 2),
+      RandomTokens(270, vocab, 3)};
+  const std::vector<int32_t> next = {5, 6, 7};
+  std::vector<std::vector<float>> alone_prefill, alone_decode;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto r = Runner(&model, 100 + i);
+    std::vector<float> a, d;
+    ASSERT_TRUE(r->Append(seqs[i], LogitsMode::kAll, &a).ok());
+    ASSERT_TRUE(r->Append({&next[i], 1}, LogitsMode::kLast, &d).ok());
+    alone_prefill.push_back(a);
+    alone_decode.push_back(d);
+  }
+  auto arena = Runner(&model);
+  const kernels::KvCacheView& kv = arena->kv();
+  std::vector<std::vector<int32_t>> tables = {{7, 2}, {0}, {}};
+  // 17 blocks in descending order, clear of the other two tables and
+  // inside the 40-block arena.
+  for (int32_t b = 39; b >= 23; --b) tables[2].push_back(b);
+  std::vector<SequenceChunk> batch(3);
+  for (size_t i = 0; i < 3; ++i) {
+    batch[i].tokens = seqs[i];
+    batch[i].start_pos = 0;
+    batch[i].block_table = tables[i];
+    batch[i].logits = LogitsMode::kAll;
+  }
+  std::vector<float> logits;
+  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
+  size_t off = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    std::vector<float> mine(logits.begin() + off,
+                            logits.begin() + off + alone_prefill[i].size());
+    EXPECT_TRUE(BitwiseEqual(mine, alone_prefill[i])) << "sequence " << i;
+    off += alone_prefill[i].size();
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    batch[i].tokens = {&next[i], 1};
+    batch[i].start_pos = static_cast<int32_t>(seqs[i].size());
+    batch[i].logits = LogitsMode::kLast;
+  }
+  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
+  for (size_t i = 0; i < 3; ++i) {
+    std::vector<float> mine(logits.begin() + i * vocab,
+                            logits.begin() + (i + 1) * vocab);
+    EXPECT_TRUE(BitwiseEqual(mine, alone_decode[i])) << "sequence " << i;
+  }
+}
+
+// The CPU backend dots quantized weights with Q8 activations; the CUDA
+// backend dequantizes weights to f16 and rounds activations to f16. Both
+// approximate the same f32 model, so logits agree to a few percent of
+// their range and the argmax agrees almost everywhere. A wiring error
+// (wrong head, pair or block) moves logits by O(range).
+void ExpectTracksCpu(const std::string& path, const std::string& what) {
+  auto gpu = Load(path, "cuda");
+  auto cpu = Load(path, "cpu");
+  ASSERT_NE(gpu, nullptr);
+  ASSERT_NE(cpu, nullptr);
+  const int vocab = cpu->model->config().vocab_size;
+  const std::vector<int32_t> tokens = RandomTokens(40, vocab, 21);
+  std::vector<float> a, c;
+  ASSERT_TRUE(Runner(gpu->model.get())->Append(tokens, LogitsMode::kAll, &a).ok());
+  ASSERT_TRUE(Runner(cpu->model.get())->Append(tokens, LogitsMode::kAll, &c).ok());
+  ASSERT_EQ(a.size(), c.size());
+  double max_diff = 0, range = 0;
+  int argmax_same = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const float* x = a.data() + t * vocab;
+    const float* y = c.data() + t * vocab;
+    for (int v = 0; v < vocab; ++v) {
+      max_diff = std::max(max_diff, std::fabs(double{x[v]} - y[v]));
+      range = std::max(range, std::fabs(double{y[v]}));
+    }
+    argmax_same += std::max_element(x, x + vocab) - x ==
+                   std::max_element(y, y + vocab) - y;
+  }
+  EXPECT_LE(max_diff, 0.05 * range + 0.02) << what;
+  EXPECT_GE(argmax_same, 36) << what << ": argmax agrees on " << argmax_same
+                             << " of 40";
+}
+
+TEST(ModelCudaTest, EveryWeightTypeTracksTheCpuBackend) {
+  REQUIRE_CUDA();
+  using kernels::GgmlType;
+  for (GgmlType t : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16,
+                     GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1,
+                     GgmlType::kQ5_0, GgmlType::kQ5_1}) {
+    testing::TinyModelOptions o = Tiny64();
+    o.matrix_type = t;
+    o.embedding_type = t == GgmlType::kQ4_1 ? GgmlType::kQ8_0 : t;
+    o.tied_output = t != GgmlType::kQ5_0;
+    const std::string path = absl::StrCat(::testing::TempDir(), "/tiny_",
+                                          kernels::TypeName(t), ".gguf");
+    ASSERT_TRUE(testing::WriteTinyModel(o, path).ok());
+    ExpectTracksCpu(path, kernels::TypeName(t));
+  }
+}
+
+TEST(ModelCudaTest, RandomModelMatchesTheCpuBackend) {
+  REQUIRE_CUDA();
+  kernels::BackendOptions bo;
+  bo.device = "cuda";
+  auto gpu_backend = kernels::CreateBackend(bo);
+  ASSERT_TRUE(gpu_backend.ok()) << gpu_backend.status();
+  bo.device = "cpu";
+  bo.n_threads = 4;
+  auto cpu_backend = kernels::CreateBackend(bo);
+  ASSERT_TRUE(cpu_backend.ok());
+  ModelConfig c;
+  c.n_layers = 2;
+  c.d_model = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 64;
+  c.ffn_dim = 512;
+  c.vocab_size = 1000;
+  c.context_length = 1024;
+  c.rope.head_dim = c.rope.rot_dim = 64;
+  RandomWeights w;
+  w.seed = 3;
+  w.type = kernels::GgmlType::kBF16;
+  auto gm = Model::CreateRandom(c, gpu_backend->get(), w);
+  auto cm = Model::CreateRandom(c, cpu_backend->get(), w);
+  ASSERT_TRUE(gm.ok()) << gm.status();
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  EXPECT_EQ((*gm)->weight_bytes(), (*cm)->weight_bytes());
+  const std::vector<int32_t> tokens = RandomTokens(30, c.vocab_size, 4);
+  std::vector<float> a, b;
+  ASSERT_TRUE(Runner(gm->get())->Append(tokens, LogitsMode::kAll, &a).ok());
+  ASSERT_TRUE(Runner(cm->get())->Append(tokens, LogitsMode::kAll, &b).ok());
+  ASSERT_EQ(a.size(), b.size());
+  double max_diff = 0, range = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_diff = std::max(max_diff, std::fabs(double{a[i]} - b[i]));
+    range = std::max(range, std::fabs(double{b[i]}));
+  }
+  // Same bf16 weights on both sides; the GPU rounds activations to bf16
+  // before each GEMM (relative 2^-9), the CPU keeps f32.
+  EXPECT_LE(max_diff, 0.03 * range + 0.01);
+}
+
+TEST(ModelCudaTest, DeviceSamplingPicksTheArgmax) {
+  REQUIRE_CUDA();
+  auto b = Load(TinyPath(), "cuda");
+  ASSERT_NE(b, nullptr);
+  Model& model = *b->model;
+  const int vocab = model.config().vocab_size;
+  const std::vector<int32_t> tokens = RandomTokens(12, vocab, 8);
+  auto r1 = Runner(&model, 1);
+  auto r2 = Runner(&model, 1);
+  std::vector<int32_t> table = r1->block_table();
+  SequenceChunk chunk;
+  chunk.tokens = tokens;
+  chunk.block_table = table;
+  chunk.logits = LogitsMode::kAll;
+  std::vector<float> logits;
+  ASSERT_TRUE(model.Forward({&chunk, 1}, r1->kv(), &logits).ok());
+  std::vector<RowSampling> rows(tokens.size());
+  for (RowSampling& rs : rows) rs.on_device = true;
+  rows[3].on_device = false;  // one host row in the middle
+  std::vector<int32_t> sampled;
+  std::vector<float> host_rows;
+  ASSERT_TRUE(model.ForwardSampled({&chunk, 1}, r2->kv(), rows, &sampled,
+                                   &host_rows)
+                  .ok());
+  ASSERT_EQ(sampled.size(), tokens.size());
+  ASSERT_EQ(host_rows.size(), static_cast<size_t>(vocab));
+  EXPECT_EQ(std::memcmp(host_rows.data(), logits.data() + 3 * vocab,
+                        vocab * sizeof(float)),
+            0);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const float* row = logits.data() + t * vocab;
+    if (t == 3) {
+      EXPECT_EQ(sampled[t], -1);
+      continue;
+    }
+    EXPECT_EQ(sampled[t], std::max_element(row, row + vocab) - row)
+        << "row " << t;
+  }
+}
+
+}  // namespace
+}  // namespace kvsession::runtime
