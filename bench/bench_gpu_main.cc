@@ -405,7 +405,7 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   const ModelConfig& c = model.config();
   const int32_t total = kWarmupSteps + steps;
   if (int64_t{ctx} + total > c.context_length) {
-    Say("| %d | %d | skipped: %d + %d steps exceed the context of %d | | | | "
+    Say("| %d | %d | | skipped: %d + %d steps exceed the context of %d | | | | "
         "|\n",
         batch, ctx, ctx, total, c.context_length);
     return absl::OkStatus();
@@ -428,14 +428,14 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   const kernels::MemoryInfo mem = be.GetMemoryInfo();
   if (static_cast<double>(arena_bytes) + extra >
       static_cast<double>(mem.free_bytes)) {
-    Say("| %d | %d | skipped: out of memory (KV arena %.1f GB, %.1f GB free) "
+    Say("| %d | %d | | skipped: out of memory (KV arena %.1f GB, %.1f GB free) "
         "| | | | |\n",
         batch, ctx, arena_bytes / kGB, mem.free_bytes / kGB);
     return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<Buffer>> arena = Alloc(be, arena_bytes);
   if (!arena.ok()) {
-    Say("| %d | %d | skipped: out of memory (%s) | | | | |\n", batch, ctx,
+    Say("| %d | %d | | skipped: out of memory (%s) | | | | |\n", batch, ctx,
         arena.status().message());
     return absl::OkStatus();
   }
@@ -450,23 +450,31 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
     tables[i].resize(per_seq);
     std::iota(tables[i].begin(), tables[i].end(), i * per_seq);
   }
-  std::mt19937 rng(static_cast<uint32_t>(batch * 100003 + ctx));
-  std::vector<SequenceChunk> chunks(batch);
-  double seconds = 0;
-  for (int32_t step = 0; step < total; ++step) {
-    const std::vector<int32_t> tokens = RandomTokens(rng, batch, c.vocab_size);
-    for (int32_t i = 0; i < batch; ++i) {
-      chunks[i].tokens = std::span<const int32_t>(&tokens[i], 1);
-      chunks[i].start_pos = ctx + step;
-      chunks[i].block_table = tables[i];
-      chunks[i].logits = LogitsMode::kLast;
+  // The same steps without and with CUDA graphs, side by side.
+  double seconds_by_mode[2] = {0, 0};
+  for (int mode = 0; mode < 2; ++mode) {
+    be.set_graphs(mode == 1);
+    std::mt19937 rng(static_cast<uint32_t>(batch * 100003 + ctx));
+    std::vector<SequenceChunk> chunks(batch);
+    double seconds = 0;
+    for (int32_t step = 0; step < total; ++step) {
+      const std::vector<int32_t> tokens =
+          RandomTokens(rng, batch, c.vocab_size);
+      for (int32_t i = 0; i < batch; ++i) {
+        chunks[i].tokens = std::span<const int32_t>(&tokens[i], 1);
+        chunks[i].start_pos = ctx + step;
+        chunks[i].block_table = tables[i];
+        chunks[i].logits = LogitsMode::kLast;
+      }
+      // Forward synchronizes before it returns; the logits stay on the
+      // device (no host vector), as in a step that samples there.
+      const Clock::time_point t0 = Clock::now();
+      BENCH_RETURN_IF_ERROR(model.Forward(chunks, kv, nullptr));
+      if (step >= kWarmupSteps) seconds += Since(t0);
     }
-    // Forward synchronizes before it returns; the logits stay on the device
-    // (no host vector), as in a step that samples there.
-    const Clock::time_point t0 = Clock::now();
-    BENCH_RETURN_IF_ERROR(model.Forward(chunks, kv, nullptr));
-    if (step >= kWarmupSteps) seconds += Since(t0);
+    seconds_by_mode[mode] = seconds;
   }
+  be.set_graphs(true);
   arena->reset();  // before the next configuration allocates
 
   // Bytes of the average timed step: the weights plus the K/V of every
@@ -475,11 +483,13 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   const double bytes = DecodeWeightBytes(c) + static_cast<double>(batch) *
                                                   mean_attended *
                                                   c.KvBytesPerToken();
-  const double step_s = seconds / steps;
   const double limit_s = peaks.d2d_rw > 0 ? bytes / peaks.d2d_rw : 0;
-  Say("| %d | %d | %.1f | %.2f | %.2f | %.2f | %s |\n", batch, ctx,
-      batch / step_s, step_s * 1e3, bytes / kGB, limit_s * 1e3,
-      limit_s > 0 ? Pct(limit_s, step_s) : "n/a");
+  for (int mode = 0; mode < 2; ++mode) {
+    const double step_s = seconds_by_mode[mode] / steps;
+    Say("| %d | %d | %s | %.1f | %.2f | %.2f | %.2f | %s |\n", batch, ctx,
+        mode == 1 ? "on" : "off", batch / step_s, step_s * 1e3, bytes / kGB,
+        limit_s * 1e3, limit_s > 0 ? Pct(limit_s, step_s) : "n/a");
+  }
   return absl::OkStatus();
 }
 
@@ -495,8 +505,11 @@ absl::Status MeasureDecode(CudaBackend& be, Model& model,
       "Forward of `batch` one-token chunks, logits left on the device; %d "
       "warm-up steps, %d timed. Limit = (weight bytes + K/V bytes of the "
       "attended positions) / %.0f GB/s (device copy, read+write).\n\n"
-      "| batch | context | tokens/s | ms/step | GB read/step | limit ms/step "
-      "| %% of limit |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+      "Each configuration runs without and with CUDA graphs (the backend "
+      "records a step's launches once and replays them).\n\n"
+      "| batch | context | graphs | tokens/s | ms/step | GB read/step | "
+      "limit ms/step | %% of limit |\n| --- | --- | --- | --- | --- | --- | "
+      "--- | --- |\n",
       label, c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim,
       c.ffn_dim, c.vocab_size, model.weight_bytes() / kGB,
       DecodeWeightBytes(c) / kGB, c.KvBytesPerToken(), kBlockSize, kWarmupSteps,

@@ -44,6 +44,7 @@ struct StepInputs {
   int32_t block_size = 16;
   const int32_t* logit_rows = nullptr;
   int32_t n_logit_rows = 0;
+  const void* kv_base = nullptr;  // the step's KV arena
 };
 
 struct MemoryInfo {
@@ -83,7 +84,16 @@ class Backend {
     return absl::OkStatus();
   }
 
-  virtual void BeginStep(const StepInputs& step) { (void)step; }
+  // Brackets the ops of one model step. A backend may record a step's ops
+  // and replay the recording for later steps of the same shape (CUDA
+  // graphs): BeginStep then returns true, having enqueued the whole step,
+  // and the caller skips its ops and EndStep. Otherwise the caller issues
+  // the ops and then calls EndStep.
+  virtual bool BeginStep(const StepInputs& step) {
+    (void)step;
+    return false;
+  }
+  virtual void EndStep() {}
   // dst (backend memory) = FillRandom values (kernels/cpu/ops.h).
   virtual void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
                           float scale) = 0;
@@ -101,8 +111,18 @@ class Backend {
                      int64_t n_tokens, float* out) = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t n_rows,
                        int64_t dim, float eps, float* out) = 0;
+  // out holds n_tokens rounded up to RowPadding() rows; rows past n_tokens
+  // receive unspecified values (a GPU GEMM writes whole tiles).
   virtual void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
                       float* out) = 0;
+  // out[i] = MatMul(*ws[i], x) for weights that share their input (Q, K and
+  // V; gate and up): a backend may prepare x once.
+  virtual void MatMuls(std::span<const WeightView* const> ws, const float* x,
+                       int64_t n_tokens, std::span<float* const> outs) {
+    for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n_tokens, outs[i]);
+  }
+  // Rows that activation buffers are rounded up to (see MatMul).
+  virtual int64_t RowPadding() const { return 1; }
   virtual void Rope(float* x, int64_t n_tokens, int32_t n_heads,
                     const int32_t* positions, const RopeParams& params) = 0;
   virtual void KvWrite(const KvCacheView& kv, int32_t layer,

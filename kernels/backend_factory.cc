@@ -69,7 +69,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCuda(
     const BackendOptions& options) {
   absl::StatusOr<CreateCudaBackendFn> fn = LoadModule(options.cuda_module);
   if (!fn.ok()) return fn.status();
-  CudaModuleOptions mo{options.cuda_device, options.gemm_columns};
+  CudaModuleOptions mo{options.cuda_device, options.gemm_columns,
+                       options.cuda_graphs ? 1 : 0};
   char error[512] = {0};
   Backend* b = (*fn)(&mo, error, sizeof error);
   if (b == nullptr) {

@@ -22,6 +22,7 @@ struct BackendOptions {
   int n_threads = 0;  // CPU threads; 0: all cores
   int cuda_device = 0;
   int32_t gemm_columns = 64;  // CUDA: tokens per GEMM (kernels/cuda/gemm.h)
+  bool cuda_graphs = true;    // CUDA: replay decode steps as graphs
   // "": next to the executable (../lib/ and ./), then the loader's path.
   std::string cuda_module;
 };
@@ -40,6 +41,7 @@ std::string LastAutoFallbackReason();
 struct CudaModuleOptions {
   int device;
   int gemm_columns;
+  int graphs;  // 0 or 1
 };
 using CreateCudaBackendFn = Backend* (*)(const CudaModuleOptions* options,
                                          char* error, int error_len);

@@ -236,14 +236,17 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
   const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
 
-  float* x = Scratch(0, T * d);
-  float* h = Scratch(1, T * std::max(d, q_dim));
-  float* q = Scratch(2, T * q_dim);
-  float* k = Scratch(3, T * kv_dim);
-  float* v = Scratch(4, T * kv_dim);
-  float* att = Scratch(5, T * q_dim);
-  float* gate = Scratch(6, T * c.ffn_dim);
-  float* up = Scratch(7, T * c.ffn_dim);
+  // Activations hold whole rows of the backend's GEMM tiles (MatMul).
+  const int64_t pad = be.RowPadding();
+  const int64_t Tp = (T + pad - 1) / pad * pad;
+  float* x = Scratch(0, Tp * d);
+  float* h = Scratch(1, Tp * std::max(d, q_dim));
+  float* q = Scratch(2, Tp * q_dim);
+  float* k = Scratch(3, Tp * kv_dim);
+  float* v = Scratch(4, Tp * kv_dim);
+  float* att = Scratch(5, Tp * q_dim);
+  float* gate = Scratch(6, Tp * c.ffn_dim);
+  float* up = Scratch(7, Tp * c.ffn_dim);
 
   kernels::TokenPlacement placement;
   placement.n_tokens = static_cast<int32_t>(T);
@@ -253,22 +256,32 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
   attn.n_heads = c.n_heads;
   attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
+  const int64_t R = static_cast<int64_t>(logit_rows_.size());
+  // Every buffer the step uses exists before it starts (a backend may
+  // record the step and replay it).
+  const int64_t Rp = (R + pad - 1) / pad * pad;
+  float* rows = R > 0 ? Scratch(8, Rp * d) : nullptr;
+  float* out = R > 0 ? Scratch(9, Rp * c.vocab_size) : nullptr;
+
   kernels::StepInputs step;
   step.tokens = tokens_.data();
   step.placement = placement;
   step.block_size = kv.block_size;
   step.logit_rows = logit_rows_.data();
-  step.n_logit_rows = static_cast<int32_t>(logit_rows_.size());
-  be.BeginStep(step);
+  step.n_logit_rows = static_cast<int32_t>(R);
+  step.kv_base = kv.base;
+  if (be.BeginStep(step)) return out;  // replayed
 
   be.Embed(token_embd_, tokens_.data(), T, x);
   for (int32_t li = 0; li < c.n_layers; ++li) {
     const Layer& l = layers_[li];
     be.RmsNorm(x, static_cast<const float*>(l.attn_norm.data), T, d,
                c.rms_eps, h);
-    be.MatMul(l.wq, h, T, q);
-    be.MatMul(l.wk, h, T, k);
-    be.MatMul(l.wv, h, T, v);
+    {
+      const WeightView* ws[3] = {&l.wq, &l.wk, &l.wv};
+      float* outs[3] = {q, k, v};
+      be.MatMuls(ws, h, T, outs);
+    }
     be.Rope(q, T, c.n_heads, positions_.data(), c.rope);
     be.Rope(k, T, c.n_kv_heads, positions_.data(), c.rope);
     be.KvWrite(kv, li, placement, k, v);
@@ -277,22 +290,23 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
     be.Add(x, h, T * d, x);
     be.RmsNorm(x, static_cast<const float*>(l.ffn_norm.data), T, d, c.rms_eps,
                h);
-    be.MatMul(l.w_gate, h, T, gate);
-    be.MatMul(l.w_up, h, T, up);
+    {
+      const WeightView* ws[2] = {&l.w_gate, &l.w_up};
+      float* outs[2] = {gate, up};
+      be.MatMuls(ws, h, T, outs);
+    }
     be.SwiGlu(gate, up, T * c.ffn_dim, gate);
     be.MatMul(l.w_down, gate, T, h);
     be.Add(x, h, T * d, x);
   }
-
-  const int64_t R = static_cast<int64_t>(logit_rows_.size());
-  if (R == 0) return nullptr;
-  // Only the rows that need logits go through the head.
-  float* rows = Scratch(8, R * d);
-  be.GatherRows(x, logit_rows_.data(), R, d, rows);
-  be.RmsNorm(rows, static_cast<const float*>(output_norm_.data), R, d,
-             c.rms_eps, h);
-  float* out = Scratch(9, R * c.vocab_size);
-  be.MatMul(output_, h, R, out);
+  if (R > 0) {
+    // Only the rows that need logits go through the head.
+    be.GatherRows(x, logit_rows_.data(), R, d, rows);
+    be.RmsNorm(rows, static_cast<const float*>(output_norm_.data), R, d,
+               c.rms_eps, h);
+    be.MatMul(output_, h, R, out);
+  }
+  be.EndStep();
   return out;
 }
 

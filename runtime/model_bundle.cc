@@ -15,6 +15,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(
   bo.n_threads = options.n_threads;
   bo.cuda_device = options.cuda_device;
   bo.gemm_columns = options.gemm_columns;
+  bo.cuda_graphs = options.cuda_graphs;
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
       kernels::CreateBackend(bo);
   if (!backend.ok()) return backend.status();

@@ -24,6 +24,7 @@ struct ModelBundle {
     std::string device = "cpu";
     int cuda_device = 0;
     int32_t gemm_columns = 64;  // CUDA: tokens per GEMM
+    bool cuda_graphs = true;    // CUDA: replay decode steps as graphs
     std::string chat_template;  // "": recognise from the file
     // Insert the template's default system prompt when a conversation has
     // no system message. Off by default: on the default 4-bit model it

@@ -13,6 +13,8 @@ ABSL_FLAG(int32_t, cuda_device, 0, "CUDA device ordinal");
 ABSL_FLAG(int32_t, gemm_columns, 64,
           "CUDA: tokens per weight GEMM (every GEMM has this shape, which "
           "keeps results batch invariant)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "CUDA: record decode steps as CUDA graphs and replay them");
 ABSL_FLAG(bool, default_system_prompt, false,
           "Insert the chat template's default system prompt when a "
           "conversation has no system message");
@@ -27,6 +29,7 @@ runtime::ModelBundle::Options ModelOptionsFromFlags() {
   o.device = absl::GetFlag(FLAGS_device);
   o.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   o.gemm_columns = absl::GetFlag(FLAGS_gemm_columns);
+  o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.default_system_prompt = absl::GetFlag(FLAGS_default_system_prompt);
   return o;
 }

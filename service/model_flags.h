@@ -15,11 +15,13 @@ ABSL_DECLARE_FLAG(bool, default_system_prompt);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(int32_t, cuda_device);
 ABSL_DECLARE_FLAG(int32_t, gemm_columns);
+ABSL_DECLARE_FLAG(bool, cuda_graphs);
 
 namespace kvsession::service {
 
 // ModelBundle options from --model, --threads, --chat_template,
-// --default_system_prompt, --device, --cuda_device and --gemm_columns.
+// --default_system_prompt, --device, --cuda_device, --gemm_columns and
+// --cuda_graphs.
 runtime::ModelBundle::Options ModelOptionsFromFlags();
 
 }  // namespace kvsession::service

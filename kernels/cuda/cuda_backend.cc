@@ -90,6 +90,11 @@ CudaBackend::~CudaBackend() {
     if (p != nullptr) cudaFree(p);
   }
   for (void* p : weights_) cudaFree(p);
+  for (auto& [key, e] : graphs_) {
+    if (e.exec != nullptr) cudaGraphExecDestroy(e.exec);
+  }
+  if (fixed_host_ != nullptr) cudaFreeHost(fixed_host_);
+  if (fixed_dev_ != nullptr) cudaFree(fixed_dev_);
   if (staging_host_ != nullptr) cudaFreeHost(staging_host_);
   if (staged_ != nullptr) cudaEventDestroy(staged_);
   if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
@@ -97,6 +102,8 @@ CudaBackend::~CudaBackend() {
 }
 
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
+  // A new buffer may take the place of one a recorded step used.
+  ++generation_;
   void* p = nullptr;
   KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes == 0 ? 256 : bytes));
   return std::make_unique<DeviceBuffer>(p, bytes);
@@ -112,6 +119,8 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateHost(
 
 void* CudaBackend::Grow(void** buf, size_t* cap, size_t bytes) {
   if (*cap < bytes) {
+    KVS_CHECK(!capturing_) << "cuda: a recorded step grew a buffer";
+    ++generation_;
     // cudaFree waits for the kernels that may still use the old buffer.
     if (*buf != nullptr) KVS_CUDA_CHECK(cudaFree(*buf));
     *buf = nullptr;
@@ -207,18 +216,136 @@ void CudaBackend::CopyBlocks(const void* src_base, void* dst_base,
   KVS_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
 }
 
-void CudaBackend::BeginStep(const StepInputs& in) {
+namespace {
+// Pinned staging of recorded steps: 64 tokens x 4096 blocks (64k positions
+// of 16) and change.
+constexpr size_t kFixedStagingBytes = size_t{3} << 20;
+}  // namespace
+
+bool CudaBackend::BeginStep(const StepInputs& in) {
   KVS_CUDA_CHECK(cudaSetDevice(options_.device));
+  const TokenPlacement& p = in.placement;
+  int32_t max_pos = 0;
+  for (int32_t t = 0; t < p.n_tokens; ++t) {
+    max_pos = std::max(max_pos, p.positions[t]);
+  }
+  step_.tokens = in.tokens;
+  step_.positions = p.positions;
+  step_.tables = p.block_tables;
+  step_.logit_rows = in.logit_rows;
+  step_.n_tokens = p.n_tokens;
+
+  const bool eligible = options_.graphs && p.n_tokens > 0 &&
+                        p.n_tokens <= options_.gemm_columns &&
+                        kAttentionPartition % in.block_size == 0;
+  if (!eligible) {
+    StageEager(in, max_pos);
+    return false;
+  }
+  int32_t n_parts = 1;
+  while (n_parts < max_pos / kAttentionPartition + 1) n_parts *= 2;
+  const int32_t max_blocks = n_parts * (kAttentionPartition / in.block_size);
+  if (!StageFixed(in, max_blocks)) {
+    StageEager(in, max_pos);
+    return false;
+  }
+  // Attention sizes its grid and workspace for the whole bucket.
+  step_.max_position = n_parts * kAttentionPartition - 1;
+
+  const GraphKey key{p.n_tokens, in.n_logit_rows, n_parts, in.kv_base};
+  if (graphs_.size() > 512 && graphs_.count(key) == 0) {
+    for (auto& [k, e] : graphs_) {
+      if (e.exec != nullptr) cudaGraphExecDestroy(e.exec);
+    }
+    graphs_.clear();
+  }
+  GraphEntry& e = graphs_[key];
+  if (e.exec != nullptr && e.generation == Generation()) {
+    KVS_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
+    ++graph_replays_;
+    return true;
+  }
+  if (e.exec != nullptr) {
+    KVS_CUDA_CHECK(cudaGraphExecDestroy(e.exec));
+    e.exec = nullptr;
+  }
+  // The first step of a shape runs eagerly and sizes every buffer; the
+  // second is recorded (nothing is allocated while recording).
+  if (e.seen++ > 0) {
+    KVS_CUDA_CHECK(
+        cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    capture_key_ = key;
+  }
+  const size_t bytes = reinterpret_cast<const uint8_t*>(step_.d_tables) -
+                       static_cast<const uint8_t*>(fixed_dev_) +
+                       static_cast<size_t>(p.n_tokens) * sizeof(void*);
+  KVS_CUDA_CHECK(cudaMemcpyAsync(fixed_dev_, fixed_host_, bytes,
+                                 cudaMemcpyHostToDevice, stream_));
+  return false;
+}
+
+void CudaBackend::EndStep() {
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  KVS_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  GraphEntry& e = graphs_[capture_key_];
+  KVS_CUDA_CHECK(cudaGraphInstantiate(&e.exec, graph, 0));
+  KVS_CUDA_CHECK(cudaGraphDestroy(graph));
+  e.generation = Generation();
+  ++graph_captures_;
+  // Recording did not run the step: run it now.
+  KVS_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
+}
+
+bool CudaBackend::StageFixed(const StepInputs& in, int32_t max_blocks) {
+  const TokenPlacement& p = in.placement;
+  const int32_t n = p.n_tokens;
+  const int32_t r = in.n_logit_rows;
+  const size_t table_off = static_cast<size_t>(2 * n + r);
+  const size_t ints = table_off + static_cast<size_t>(n) * max_blocks;
+  const size_t ptr_off = Align(ints * sizeof(int32_t), 16);
+  const size_t bytes = ptr_off + static_cast<size_t>(n) * sizeof(void*);
+  if (bytes > kFixedStagingBytes) return false;
+  if (fixed_host_ == nullptr) {
+    KVS_CUDA_CHECK(
+        cudaHostAlloc(&fixed_host_, kFixedStagingBytes, cudaHostAllocPortable));
+    KVS_CUDA_CHECK(cudaMalloc(&fixed_dev_, kFixedStagingBytes));
+  }
+  // The previous step has finished (steps end with a synchronisation), so
+  // no upload still reads the staging area.
+  auto* h = static_cast<int32_t*>(fixed_host_);
+  std::memcpy(h, in.tokens, n * sizeof(int32_t));
+  std::memcpy(h + n, p.positions, n * sizeof(int32_t));
+  if (r > 0) std::memcpy(h + 2 * n, in.logit_rows, r * sizeof(int32_t));
+  auto* dev = static_cast<uint8_t*>(fixed_dev_);
+  auto* ptrs = reinterpret_cast<const int32_t**>(
+      static_cast<uint8_t*>(fixed_host_) + ptr_off);
+  for (int32_t t = 0; t < n; ++t) {
+    // Only the entries the token reads: positions 0..p.
+    const int32_t len = p.positions[t] / in.block_size + 1;
+    const size_t off = table_off + static_cast<size_t>(t) * max_blocks;
+    std::memcpy(h + off, p.block_tables[t], len * sizeof(int32_t));
+    ptrs[t] = reinterpret_cast<const int32_t*>(dev) + off;
+  }
+  const auto* d = reinterpret_cast<const int32_t*>(dev);
+  step_.d_tokens = d;
+  step_.d_positions = d + n;
+  step_.d_logit_rows = d + 2 * n;
+  step_.d_tables = reinterpret_cast<const int32_t* const*>(dev + ptr_off);
+  return true;
+}
+
+void CudaBackend::StageEager(const StepInputs& in, int32_t max_pos) {
   const TokenPlacement& p = in.placement;
   const int32_t n = p.n_tokens;
   const int32_t r = in.n_logit_rows;
   // Each distinct table is uploaded once, as far as its tokens read it.
   std::vector<std::pair<const int32_t*, int32_t>> tables;  // host, length
   std::vector<int32_t> table_of(n);
-  int32_t max_pos = 0;
   for (int32_t t = 0; t < n; ++t) {
     const int32_t len = p.positions[t] / in.block_size + 1;
-    max_pos = std::max(max_pos, p.positions[t]);
     int32_t idx = -1;
     for (int32_t k = static_cast<int32_t>(tables.size()) - 1; k >= 0; --k) {
       if (tables[k].first == p.block_tables[t]) {
@@ -270,11 +397,6 @@ void CudaBackend::BeginStep(const StepInputs& in) {
                                  cudaMemcpyHostToDevice, stream_));
   KVS_CUDA_CHECK(cudaEventRecord(staged_, stream_));
 
-  step_.tokens = in.tokens;
-  step_.positions = p.positions;
-  step_.tables = p.block_tables;
-  step_.logit_rows = in.logit_rows;
-  step_.n_tokens = n;
   step_.max_position = max_pos;
   const auto* d = reinterpret_cast<const int32_t*>(dev);
   step_.d_tokens = d;
@@ -342,7 +464,13 @@ void CudaBackend::RmsNorm(const float* x, const float* weight, int64_t n_rows,
 
 void CudaBackend::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
                          float* out) {
-  gemm_->MatMul(w, x, n_tokens, out);
+  gemm_->MatMul(w, x, n_tokens, out, /*padded_out=*/true);
+}
+
+void CudaBackend::MatMuls(std::span<const WeightView* const> ws,
+                          const float* x, int64_t n_tokens,
+                          std::span<float* const> outs) {
+  gemm_->MatMuls(ws, x, n_tokens, outs, /*padded_out=*/true);
 }
 
 void CudaBackend::Rope(float* x, int64_t n_tokens, int32_t n_heads,

@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <compare>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,6 +25,10 @@ class CudaBackend final : public Backend {
   struct Options {
     int device = 0;
     int32_t gemm_columns = 64;  // tokens per GEMM (gemm.h)
+    // Record steps of up to gemm_columns tokens as CUDA graphs and replay
+    // them for later steps of the same shape (decode), which removes the
+    // per-launch CPU cost (hundreds of launches a step).
+    bool graphs = true;
   };
   // FAILED_PRECONDITION when there is no such device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
@@ -46,7 +52,13 @@ class CudaBackend final : public Backend {
   absl::Status RegisterWeight(const WeightView& w) override {
     return gemm_->Prepare(w);
   }
-  void BeginStep(const StepInputs& step) override;
+  bool BeginStep(const StepInputs& step) override;
+  void EndStep() override;
+  // Turns step recording on or off (benchmarks compare the two).
+  void set_graphs(bool on) { options_.graphs = on; }
+  // Steps replayed from a recorded graph, and graphs recorded, since start.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graph_captures() const { return graph_captures_; }
   void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
                   float scale) override;
   bool samples_on_device() const override { return true; }
@@ -59,6 +71,9 @@ class CudaBackend final : public Backend {
                float eps, float* out) override;
   void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
               float* out) override;
+  void MatMuls(std::span<const WeightView* const> ws, const float* x,
+               int64_t n_tokens, std::span<float* const> outs) override;
+  int64_t RowPadding() const override { return options_.gemm_columns; }
   void Rope(float* x, int64_t n_tokens, int32_t n_heads,
             const int32_t* positions, const RopeParams& params) override;
   void KvWrite(const KvCacheView& kv, int32_t layer,
@@ -81,6 +96,12 @@ class CudaBackend final : public Backend {
   // The device copy of an array BeginStep uploaded.
   const int32_t* Dev(const int32_t* host) const;
   TokenPlacement DevPlacement(const TokenPlacement& host) const;
+  // Stages the step in the eager layout (each distinct block table once).
+  void StageEager(const StepInputs& in, int32_t max_pos);
+  // Stages the step in a layout fixed by (tokens, logit rows, blocks per
+  // token) so that a recorded upload replays it; false if it does not fit.
+  bool StageFixed(const StepInputs& in, int32_t max_blocks);
+  uint64_t Generation() const { return generation_ + gemm_->generation(); }
 
   Options options_;
   std::string device_name_;
@@ -111,6 +132,29 @@ class CudaBackend final : public Backend {
   void* staging_dev_ = nullptr;
   size_t staging_dev_cap_ = 0;
   cudaEvent_t staged_ = nullptr;  // the last upload has read staging_host_
+  // Recorded steps, by shape. A step's attention grid is sized for a
+  // power-of-two number of partitions, so a decode keeps its graph while its
+  // context grows within the bucket (results never depend on the grid).
+  struct GraphKey {
+    int32_t n_tokens = 0;
+    int32_t n_logit_rows = 0;
+    int32_t n_parts = 0;
+    const void* kv_base = nullptr;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  struct GraphEntry {
+    int32_t seen = 0;
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = 0;
+  };
+  std::map<GraphKey, GraphEntry> graphs_;
+  uint64_t generation_ = 0;  // bumped when a buffer ops use is reallocated
+  bool capturing_ = false;
+  GraphKey capture_key_;
+  void* fixed_host_ = nullptr;  // pinned staging of recorded steps
+  void* fixed_dev_ = nullptr;
+  int64_t graph_replays_ = 0;
+  int64_t graph_captures_ = 0;
   float* attn_ws_ = nullptr;
   size_t attn_ws_cap_ = 0;
   void* sample_ws_ = nullptr;

@@ -12,6 +12,7 @@ kvsession::kernels::Backend* KvsessionCreateCudaBackend(
   kvsession::kernels::cuda::CudaBackend::Options o;
   o.device = options->device;
   o.gemm_columns = options->gemm_columns;
+  o.graphs = options->graphs != 0;
   auto b = kvsession::kernels::cuda::CudaBackend::Create(o);
   if (!b.ok()) {
     std::snprintf(error, static_cast<size_t>(error_len), "%s",

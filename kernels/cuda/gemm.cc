@@ -67,6 +67,7 @@ Gemm::~Gemm() {
 
 absl::Status Gemm::Reserve(void** buf, size_t* cap, size_t bytes) {
   if (*cap >= bytes) return absl::OkStatus();
+  ++generation_;
   // cudaFree waits for the kernels that may still read the old buffer.
   if (*buf != nullptr) KVS_CUDA_RETURN_IF_ERROR(cudaFree(*buf));
   *buf = nullptr;
@@ -127,6 +128,11 @@ absl::Status Gemm::Prepare(const WeightView& w) {
   const size_t ws = options_.workspace_bytes;
   cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  const uint32_t schemes =
+      CUBLASLT_REDUCTION_SCHEME_MASK & ~uint32_t{CUBLASLT_REDUCTION_SCHEME_INPLACE};
+  cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
+      sizeof schemes);
   constexpr int kRequested = 16;
   cublasLtMatmulHeuristicResult_t results[kRequested] = {};
   int returned = 0;
@@ -142,8 +148,10 @@ absl::Status Gemm::Prepare(const WeightView& w) {
     return absl::InternalError(absl::StrCat(
         "gemm: no cuBLASLt algorithm for ", M, "x", K, "x", N));
   }
-  // Candidates without split-K first (their reduction order is the plain
-  // K loop of one tile); the heuristic's order otherwise.
+  // Split-K is allowed: its split count is fixed by the weight's shape (every
+  // GEMM has the same N), so a token's reduction order still never depends
+  // on the batch. Its partial sums must be reduced by a separate kernel in
+  // a fixed order, not in place in the output (see the preference above).
   std::vector<int> order(returned);
   std::vector<int32_t> splits(returned, 1);
   for (int i = 0; i < returned; ++i) {
@@ -157,9 +165,6 @@ absl::Status Gemm::Prepare(const WeightView& w) {
       splits[i] = std::max<int32_t>(s, 1);
     }
   }
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return (splits[a] > 1) < (splits[b] > 1);
-  });
 
   // The self-check: the same random inputs in three column orders, and one
   // order twice (run-to-run determinism).
@@ -193,6 +198,20 @@ absl::Status Gemm::Prepare(const WeightView& w) {
   std::vector<float> h0(out_floats), h1(out_floats), h2(out_floats),
       h3(out_floats);
   std::string tried;
+  cudaEvent_t t0 = nullptr, t1 = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&t0));
+  KVS_CUDA_RETURN_IF_ERROR(cudaEventCreate(&t1));
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } events{t0, t1};
+  Plan best;
+  int best_index = -1;
+  int passed = 0;
+  constexpr int kMaxTimed = 8;
   for (int idx : order) {
     plan.algo = results[idx].algo;
     plan.candidate = idx;
@@ -226,12 +245,31 @@ absl::Status Gemm::Prepare(const WeightView& w) {
                          h0.data() + ((j + s) % N) * M, M * sizeof(float)) == 0;
       }
     }
-    absl::StrAppend(&tried, tried.empty() ? "" : ", ", idx,
-                    ok ? " ok" : " varies");
-    if (ok) {
-      plans_.emplace(key, plan);
-      return absl::OkStatus();
+    if (!ok) {
+      absl::StrAppend(&tried, tried.empty() ? "" : ", ", idx, " varies");
+      continue;
     }
+    // Of the candidates that pass, the fastest on this device (decode and
+    // prefill both run this one shape).
+    Run(plan, w, x0.p, static_cast<float*>(d0.p));
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(t0, stream_));
+    constexpr int kTimed = 5;
+    for (int r = 0; r < kTimed; ++r) Run(plan, w, x0.p, static_cast<float*>(d0.p));
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventRecord(t1, stream_));
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(t1));
+    float ms = 0;
+    KVS_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, t0, t1));
+    plan.micros = 1000.0f * ms / kTimed;
+    absl::StrAppend(&tried, tried.empty() ? "" : ", ", idx, " ok");
+    if (best_index < 0 || plan.micros < best.micros) {
+      best = plan;
+      best_index = idx;
+    }
+    if (++passed == kMaxTimed) break;
+  }
+  if (best_index >= 0) {
+    plans_.emplace(key, best);
+    return absl::OkStatus();
   }
   cublasLtMatrixLayoutDestroy(plan.a);
   cublasLtMatrixLayoutDestroy(plan.b);
@@ -258,27 +296,48 @@ std::string Gemm::Describe(const WeightView& w) const {
                                        sizeof stages, &written);
   return absl::StrCat("algo ", id, " tile ", tile, " stages ", stages,
                       " split-k ", it->second.split_k, " (candidate ",
-                      it->second.candidate, ")");
+                      it->second.candidate, ", ", it->second.micros, " us)");
 }
 
 void Gemm::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
-                  float* out) {
-  if (n_tokens <= 0) return;
-  auto it = plans_.find(KeyOf(w));
-  KVS_CHECK(it != plans_.end())
-      << "gemm: weight " << w.rows << "x" << w.cols << " not prepared";
-  const Plan& plan = it->second;
+                  float* out, bool padded_out) {
+  const WeightView* ws[1] = {&w};
+  float* outs[1] = {out};
+  MatMuls(ws, x, n_tokens, outs, padded_out);
+}
+
+void Gemm::MatMuls(std::span<const WeightView* const> ws, const float* x,
+                   int64_t n_tokens, std::span<float* const> outs,
+                   bool padded_out) {
+  if (n_tokens <= 0 || ws.empty()) return;
+  const int64_t N = options_.columns;
+  const int64_t chunks = (n_tokens + N - 1) / N;
+  const WeightView& w0 = *ws[0];
+  const size_t row = static_cast<size_t>(w0.cols) * 2;
+  KVS_CHECK_OK(Reserve(&input_, &input_cap_, chunks * N * row));
+  LaunchConvertRows(x, n_tokens, chunks * N, w0.cols, w0.cols, w0.type, input_,
+                    stream_);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const WeightView& w = *ws[i];
+    KVS_CHECK(w.cols == w0.cols && w.type == w0.type)
+        << "gemm: weights of one input differ in width or type";
+    auto it = plans_.find(KeyOf(w));
+    KVS_CHECK(it != plans_.end())
+        << "gemm: weight " << w.rows << "x" << w.cols << " not prepared";
+    RunChunks(it->second, w, n_tokens, outs[i], padded_out);
+  }
+}
+
+void Gemm::RunChunks(const Plan& plan, const WeightView& w, int64_t n_tokens,
+                     float* out, bool padded_out) {
   const int64_t N = options_.columns;
   const int64_t chunks = (n_tokens + N - 1) / N;
   const size_t row = static_cast<size_t>(w.cols) * 2;
-  KVS_CHECK_OK(Reserve(&input_, &input_cap_, chunks * N * row));
-  LaunchConvertRows(x, n_tokens, chunks * N, w.cols, w.cols, w.type, input_,
-                    stream_);
   for (int64_t c = 0; c < chunks; ++c) {
     const void* xin = static_cast<const uint8_t*>(input_) + c * N * row;
     float* dst = out + c * N * w.rows;
     const int64_t valid = std::min<int64_t>(N, n_tokens - c * N);
-    if (valid == N) {
+    if (valid == N || padded_out) {
       Run(plan, w, xin, dst);
       continue;
     }

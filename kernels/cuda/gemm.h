@@ -7,10 +7,11 @@
 // chunks of exactly `columns` (the last chunk zero-padded), each with one
 // algorithm fixed per weight shape at first use. Before fixing it, the
 // algorithm is checked on random data to give bitwise the same column
-// whatever the column's place in the chunk and its neighbours (a stream-K
-// or atomically reduced kernel fails that check and the next candidate is
-// tried), so a token's output is the same in a prefill chunk and in a
-// decode step.
+// whatever the column's place in the chunk and its neighbours, and the same
+// bits twice (a kernel whose reduction depends on the tile's place, or that
+// reduces with atomics, fails), so a token's output is the same in a
+// prefill chunk and in a decode step. Of the candidates that pass, the
+// fastest on the device is kept.
 #ifndef KVSESSION_KERNELS_CUDA_GEMM_H_
 #define KVSESSION_KERNELS_CUDA_GEMM_H_
 
@@ -20,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -48,11 +50,22 @@ class Gemm {
   // called when a weight is prepared). Idempotent.
   absl::Status Prepare(const WeightView& w);
   // Enqueues out = x W^T on the stream given at creation. Prepare(w) must
-  // have succeeded.
+  // have succeeded. padded_out: out has room for n_tokens rounded up to
+  // columns() rows, so whole chunks are written in place (rows past
+  // n_tokens get the product of zero inputs); else a partial last chunk goes
+  // through a scratch buffer.
   void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
-              float* out);
+              float* out, bool padded_out = false);
+  // The same for several weights of one input width and type: x is
+  // rounded once.
+  void MatMuls(std::span<const WeightView* const> ws, const float* x,
+               int64_t n_tokens, std::span<float* const> outs,
+               bool padded_out);
 
   int32_t columns() const { return options_.columns; }
+  // Changes whenever a buffer MatMul uses is reallocated (a recorded CUDA
+  // graph that uses the old one is stale).
+  uint64_t generation() const { return generation_; }
   // Description of the algorithm chosen for a shape (benchmarks, logs).
   std::string Describe(const WeightView& w) const;
 
@@ -63,6 +76,7 @@ class Gemm {
     cublasLtMatmulAlgo_t algo{};
     int candidate = 0;  // index in the heuristic's list
     int32_t split_k = 1;
+    float micros = 0;  // measured when chosen
   };
   using Key = std::tuple<int64_t, int64_t, int>;  // rows, cols, type
 
@@ -73,6 +87,9 @@ class Gemm {
   }
   absl::Status Reserve(void** buf, size_t* cap, size_t bytes);
   void Run(const Plan& plan, const WeightView& w, const void* x, float* out);
+  // The chunks of one weight over input_.
+  void RunChunks(const Plan& plan, const WeightView& w, int64_t n_tokens,
+                 float* out, bool padded_out);
 
   Options options_;
   cudaStream_t stream_;
@@ -83,6 +100,7 @@ class Gemm {
   float* tail_ = nullptr;  // output of a partial last chunk
   size_t tail_cap_ = 0;
   std::map<Key, Plan> plans_;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace kvsession::kernels::cuda
