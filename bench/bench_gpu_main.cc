@@ -12,8 +12,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <ctime>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -34,6 +32,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/gpu_step_breakdown.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
@@ -46,8 +47,8 @@
 ABSL_FLAG(std::string, model, "",
           "GGUF path of the default model (the 'default' decode shape); "
           "skipped with a note when empty or missing");
-ABSL_FLAG(std::string, sections, "peaks,decode,swap,ttft,prefill",
-          "Comma-separated sections: peaks, decode, swap, ttft, prefill "
+ABSL_FLAG(std::string, sections, "peaks,decode,swap,ttft,prefill,breakdown",
+          "Sections: peaks, decode, swap, ttft, prefill, breakdown "
           "(peaks are always measured: the other sections compare to them)");
 ABSL_FLAG(int32_t, gemm_columns, 64, "Tokens per GEMM of the backend");
 ABSL_FLAG(int32_t, decode_steps, 16,
@@ -505,11 +506,9 @@ absl::Status MeasureDecode(CudaBackend& be, Model& model,
       "Forward of `batch` one-token chunks, logits left on the device; %d "
       "warm-up steps, %d timed. Limit = (weight bytes + K/V bytes of the "
       "attended positions) / %.0f GB/s (device copy, read+write).\n\n"
-      "Each configuration runs without and with CUDA graphs (the backend "
-      "records a step's launches once and replays them).\n\n"
-      "| batch | context | graphs | tokens/s | ms/step | GB read/step | "
-      "limit ms/step | %% of limit |\n| --- | --- | --- | --- | --- | --- | "
-      "--- | --- |\n",
+      "Each row runs without and with CUDA graphs (steps replayed).\n\n| "
+      "batch | context | graphs | tokens/s | ms/step | GB read/step | limit "
+      "ms/step | %% of limit |\n|---|---|---|---|---|---|---|---|\n",
       label, c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim,
       c.ffn_dim, c.vocab_size, model.weight_bytes() / kGB,
       DecodeWeightBytes(c) / kGB, c.KvBytesPerToken(), kBlockSize, kWarmupSteps,
@@ -634,20 +633,14 @@ absl::Status MeasurePrefill(Model& model, const Peaks& peaks) {
 }
 
 std::string Today() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
+  return absl::FormatTime("%F %H:%M UTC", absl::Now(), absl::UTCTimeZone());
 }
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "GPU benchmark of the CUDA backend: peaks, decode, KV swaps, TTFT and "
       "prefill; prints markdown tables");
-  // --help lists this file's flags (absl matches files named after the
-  // program by default).
+  // --help lists this file's flags (absl looks for the program's name).
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view path) {
     return absl::StrContains(path, "bench_gpu_main");
@@ -659,8 +652,7 @@ int Main(int argc, char** argv) {
                   std::set<std::string>* out) {
     for (absl::string_view v : absl::StrSplit(list, ',', absl::SkipEmpty())) {
       if (known.count(std::string(v)) == 0) {
-        std::fprintf(stderr, "kvsession-bench-gpu: unknown name '%s'\n",
-                     std::string(v).c_str());
+        std::fprintf(stderr, "unknown name '%s'\n", std::string(v).c_str());
         return false;
       }
       out->insert(std::string(v));
@@ -669,7 +661,8 @@ int Main(int argc, char** argv) {
   };
   std::set<std::string> sections, shapes;
   if (!parse(absl::GetFlag(FLAGS_sections),
-             {"peaks", "decode", "swap", "ttft", "prefill"}, &sections) ||
+             {"peaks", "decode", "swap", "ttft", "prefill", "breakdown"},
+             &sections) ||
       !parse(absl::GetFlag(FLAGS_shapes), {"llama3-8b", "default"}, &shapes)) {
     return 2;
   }
@@ -723,6 +716,11 @@ int Main(int argc, char** argv) {
     run("swap", [&] { return MeasureSwap(be, peaks); });
   }
 
+  if (sections.count("breakdown") != 0) {
+    run("breakdown", [&] {
+      return bench::MeasureStepBreakdown(be, Llama3_8B(), 1024, peaks.d2d_rw);
+    });
+  }
   const bool decode = sections.count("decode") != 0;
   if ((decode && shapes.count("llama3-8b") != 0) ||
       sections.count("ttft") != 0 || sections.count("prefill") != 0) {

@@ -152,19 +152,44 @@ absl::Status Gemm::Prepare(const WeightView& w) {
   // GEMM has the same N), so a token's reduction order still never depends
   // on the batch. Its partial sums must be reduced by a separate kernel in
   // a fixed order, not in place in the output (see the preference above).
-  std::vector<int> order(returned);
-  std::vector<int32_t> splits(returned, 1);
+  // A narrow weight (the K and V projections: 1024 rows) makes few output
+  // tiles, too few to stream its bytes at full speed, and the heuristic
+  // rarely offers split-K for it: each candidate is also tried with the K
+  // loop split 2, 4, 8 and 16 ways.
+  std::vector<cublasLtMatmulAlgo_t> algos;
+  std::vector<int32_t> splits;
   for (int i = 0; i < returned; ++i) {
-    order[i] = i;
     int32_t s = 1;
     size_t written = 0;
     if (cublasLtMatmulAlgoConfigGetAttribute(
             &results[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &s, sizeof s,
-            &written) == CUBLAS_STATUS_SUCCESS &&
-        written == sizeof s) {
-      splits[i] = std::max<int32_t>(s, 1);
+            &written) != CUBLAS_STATUS_SUCCESS ||
+        written != sizeof s) {
+      s = 1;
+    }
+    algos.push_back(results[i].algo);
+    splits.push_back(std::max<int32_t>(s, 1));
+  }
+  for (int i = 0; i < returned; ++i) {
+    if (splits[i] > 1) continue;
+    for (uint32_t split : {2u, 4u, 8u, 16u}) {
+      if (K / split < 256) break;
+      cublasLtMatmulAlgo_t a = results[i].algo;
+      const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      if (cublasLtMatmulAlgoConfigSetAttribute(
+              &a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split) !=
+              CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulAlgoConfigSetAttribute(
+              &a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+              sizeof scheme) != CUBLAS_STATUS_SUCCESS) {
+        continue;
+      }
+      algos.push_back(a);
+      splits.push_back(static_cast<int32_t>(split));
     }
   }
+  std::vector<int> order(algos.size());
+  for (size_t i = 0; i < algos.size(); ++i) order[i] = static_cast<int>(i);
 
   // The self-check: the same random inputs in three column orders, and one
   // order twice (run-to-run determinism).
@@ -211,15 +236,16 @@ absl::Status Gemm::Prepare(const WeightView& w) {
   Plan best;
   int best_index = -1;
   int passed = 0;
-  constexpr int kMaxTimed = 8;
+  constexpr int kMaxTimed = 24;
   for (int idx : order) {
-    plan.algo = results[idx].algo;
+    plan.algo = algos[idx];
     plan.candidate = idx;
     plan.split_k = splits[idx];
+    cublasLtMatmulHeuristicResult_t checked{};
     const cublasStatus_t check = cublasLtMatmulAlgoCheck(
         handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, &plan.algo,
-        &results[idx]);
-    if (check != CUBLAS_STATUS_SUCCESS || results[idx].workspaceSize > ws) {
+        &checked);
+    if (check != CUBLAS_STATUS_SUCCESS || checked.workspaceSize > ws) {
       continue;
     }
     Run(plan, w, x0.p, static_cast<float*>(d0.p));
