@@ -49,11 +49,21 @@ class ServerProcess {
     if (pid_ == 0) {
       execl(KVSESSION_SERVER_BIN, KVSESSION_SERVER_BIN, model.c_str(),
             port.c_str(), grace.c_str(), metrics.c_str(), "--host=127.0.0.1",
-            "--threads=1", "--log_turns=false", static_cast<char*>(nullptr));
+            "--threads=1", "--log_turns=false", "--device=cpu",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
-                                   grpc::InsecureChannelCredentials());
+    // The server closes its sockets as soon as the drained streams have
+    // been sent; a client frame arriving after that (a flow-control update
+    // or a BDP ping while reading the last messages) draws a reset that
+    // discards what the client has not read yet. A window larger than a
+    // stream and no BDP probing keep this client silent while it reads.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+    channel_ = grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(port_),
+        grpc::InsecureChannelCredentials(), args);
     stub_ = v1::KvSession::NewStub(channel_);
   }
   ~ServerProcess() {
