@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/ggml_type.h"
+#include "kernels/host_device.h"
 
 namespace kvsession::kernels {
 
@@ -32,12 +33,12 @@ struct KvCacheView {
   int32_t n_kv_heads = 0;
   int32_t head_dim = 0;
 
-  int64_t BlockElems() const {
+  KVS_HOST_DEVICE int64_t BlockElems() const {
     return int64_t{n_layers} * 2 * n_kv_heads * block_size * head_dim;
   }
   // Offset (in elements) of the K (kv = 0) or V (kv = 1) row of one token.
-  int64_t Offset(int32_t block, int32_t layer, int32_t kv, int32_t head,
-                 int32_t slot) const {
+  KVS_HOST_DEVICE int64_t Offset(int32_t block, int32_t layer, int32_t kv,
+                                 int32_t head, int32_t slot) const {
     return int64_t{block} * BlockElems() +
            ((int64_t{layer} * 2 + kv) * n_kv_heads + head) * block_size *
                head_dim +

@@ -575,8 +575,7 @@ bool Engine::Step() {
     for (const Part& p : parts) {
       if (p.logits != LogitsMode::kLast) continue;
       RowSampling rs;
-      rs.on_device = p.seq->phase != Phase::kFlush &&
-                     p.seq->sampler->DeviceSamplable();
+      rs.on_device = p.seq->sampler->DeviceSamplable();
       if (rs.on_device) rs.row = p.seq->sampler->NextDeviceRow();
       row_sampling_.push_back(rs);
     }

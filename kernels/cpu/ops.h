@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/exec.h"
+#include "kernels/host_device.h"
 #include "kernels/kv_cache_view.h"
 
 namespace kvsession::kernels {
@@ -85,7 +86,7 @@ void Attention(const KvCacheView& kv, int32_t layer,
 void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
                 float scale, const CpuExec& exec);
 // The hash behind FillRandom, in [-1, 1) (exact in f32).
-inline float RandomUnit(uint64_t seed, uint64_t i) {
+KVS_HOST_DEVICE inline float RandomUnit(uint64_t seed, uint64_t i) {
   uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

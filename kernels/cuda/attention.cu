@@ -48,15 +48,6 @@ constexpr int kKUnroll = 8;
 constexpr int kVUnroll = 4;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// Element offset of the K (which = 0) or V (which = 1) row of one slot,
-// KvCacheView::Offset (host-only) split into its per-CTA and per-row parts.
-__device__ __forceinline__ int64_t HeadOffset(const KvCacheView& kv,
-                                              int32_t layer, int32_t which,
-                                              int32_t head) {
-  return ((int64_t{layer} * 2 + which) * kv.n_kv_heads + head) * kv.block_size *
-         kv.head_dim;
-}
-
 __device__ __forceinline__ void HalfsToFloats(const uint4& raw, float* f) {
   const __half2* h = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
@@ -133,8 +124,8 @@ __global__ void __launch_bounds__(kThreads)
   const int sub = lane % kRowLanes;
   const int64_t block_elems =
       int64_t{kv.n_layers} * 2 * kv.n_kv_heads * bs * HD;
-  const uint16_t* k_base = kv.base + HeadOffset(kv, layer, 0, kv_head);
-  const uint16_t* v_base = kv.base + HeadOffset(kv, layer, 1, kv_head);
+  const uint16_t* k_base = kv.base + kv.Offset(0, layer, 0, kv_head, 0);
+  const uint16_t* v_base = kv.base + kv.Offset(0, layer, 1, kv_head, 0);
   auto row_ptr = [&](const uint16_t* head_base, int32_t i) {
     return head_base + blocks[i / bs] * block_elems + int64_t{i % bs} * HD;
   };

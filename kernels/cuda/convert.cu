@@ -12,41 +12,13 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/f16_device.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace kvsession::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// internal::FloatToHalfPortable of kernels/f16.cc (F16C gives the same bits).
-__device__ __forceinline__ uint16_t F32ToF16Bits(float f) {
-  const uint32_t u = __float_as_uint(f);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) {
-    return static_cast<uint16_t>(sign | 0x7E00u | ((a >> 13) & 0x3FFu));
-  }
-  if (a >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);
-  if (a < 0x38800000u) {
-    // The f32 add rounds the value to the half-subnormal ulp, ties to even.
-    const uint32_t r =
-        __float_as_uint(__fadd_rn(__uint_as_float(a), 0.5f)) - 0x3F000000u;
-    return static_cast<uint16_t>(sign | r);
-  }
-  const uint32_t odd = (a >> 13) & 1u;
-  a += 0xC8000FFFu + odd;
-  return static_cast<uint16_t>(sign | (a >> 13));
-}
-
-// FloatToBf16 of kernels/f16.cc.
-__device__ __forceinline__ uint16_t F32ToBf16Bits(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
-    return static_cast<uint16_t>((u >> 16) | 0x40u);
-  }
-  return static_cast<uint16_t>((u + (0x7FFFu + ((u >> 16) & 1u))) >> 16);
-}
 
 // One CTA per output row (rows beyond n_rows are zero padding).
 template <bool kBf16>

@@ -9,30 +9,13 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/f16_device.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace kvsession::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// HalfToFloat of kernels/f16.cc (its portable path, which F16C matches).
-__device__ __forceinline__ float HalfBitsToFloat(uint32_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {
-    // Zero or subnormal: mant * 2^-24 is exact.
-    const float mag = __fmul_rn(static_cast<float>(mant), 0x1p-24f);
-    return __uint_as_float(sign | __float_as_uint(mag));
-  }
-  if (exp == 0x1F) {
-    // Inf or NaN; a signalling NaN comes back quiet, as on the CPU.
-    return __uint_as_float(sign | 0x7F800000u | (mant << 13) |
-                           (mant != 0 ? 0x00400000u : 0u));
-  }
-  return __uint_as_float(sign | ((exp + 112) << 23) | (mant << 13));
-}
 
 // One CTA per token; the table row is read in column order so that loads
 // and stores coalesce.
@@ -58,7 +41,7 @@ __global__ void EmbedKernel(const uint8_t* __restrict__ table,
     if constexpr (kType == GgmlType::kF32) {
       y[c] = reinterpret_cast<const float*>(row)[c];
     } else if constexpr (kType == GgmlType::kF16) {
-      y[c] = HalfBitsToFloat(reinterpret_cast<const uint16_t*>(row)[c]);
+      y[c] = F16BitsToF32(reinterpret_cast<const uint16_t*>(row)[c]);
     } else {
       y[c] = __uint_as_float(uint32_t{reinterpret_cast<const uint16_t*>(row)[c]}
                              << 16);

@@ -188,9 +188,6 @@ absl::Status Gemm::Prepare(const WeightView& w) {
       splits.push_back(static_cast<int32_t>(split));
     }
   }
-  std::vector<int> order(algos.size());
-  for (size_t i = 0; i < algos.size(); ++i) order[i] = static_cast<int>(i);
-
   // The self-check: the same random inputs in three column orders, and one
   // order twice (run-to-run determinism).
   const size_t in_bytes = static_cast<size_t>(N * K) * 2;
@@ -237,7 +234,7 @@ absl::Status Gemm::Prepare(const WeightView& w) {
   int best_index = -1;
   int passed = 0;
   constexpr int kMaxTimed = 24;
-  for (int idx : order) {
+  for (int idx = 0; idx < static_cast<int>(algos.size()); ++idx) {
     plan.algo = algos[idx];
     plan.candidate = idx;
     plan.split_k = splits[idx];

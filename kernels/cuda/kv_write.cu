@@ -13,20 +13,6 @@ namespace {
 
 constexpr int kKvWriteThreads = 256;
 
-// KvCacheView::Offset, which is host-only: element offset of the K (kv = 0)
-// or V (kv = 1) row of one slot.
-__device__ __forceinline__ int64_t RowOffset(const KvCacheView& kv,
-                                             int32_t block, int32_t layer,
-                                             int32_t which, int32_t head,
-                                             int32_t slot) {
-  const int64_t block_elems =
-      int64_t{kv.n_layers} * 2 * kv.n_kv_heads * kv.block_size * kv.head_dim;
-  return int64_t{block} * block_elems +
-         ((int64_t{layer} * 2 + which) * kv.n_kv_heads + head) * kv.block_size *
-             kv.head_dim +
-         int64_t{slot} * kv.head_dim;
-}
-
 // One CTA per token; threads walk the token's 2 * n_kv_heads * head_dim
 // elements (K then V) with consecutive threads on consecutive head_dim
 // elements, so loads and stores are coalesced.
@@ -48,7 +34,7 @@ __global__ void KvWriteKernel(KvCacheView kv, int32_t layer,
     const int32_t d = r - h * hd;
     const float x = (which == 0 ? k : v)[t * row + r];
     const __half y = __float2half_rn(x);
-    kv.base[RowOffset(kv, block, layer, which, h, slot) + d] =
+    kv.base[kv.Offset(block, layer, which, h, slot) + d] =
         __half_as_ushort(y);
   }
 }

@@ -14,6 +14,7 @@
 #include "runtime/model.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sequence_runner.h"
+#include "tests/runtime/model_test_util.h"
 #include "tests/runtime/tiny_model.h"
 
 namespace kvsession::runtime {
@@ -44,44 +45,13 @@ std::unique_ptr<ModelBundle> Load(const std::string& path,
   return b.ok() ? *std::move(b) : nullptr;
 }
 
-std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = dist(rng);
-  return t;
-}
+using testing::BitwiseEqual;
+using testing::RandomTokens;
+using testing::TokenKv;
 
 std::unique_ptr<SequenceRunner> Runner(Model* model, uint64_t shuffle = 0,
                                        int32_t chunk = 512) {
-  SequenceRunner::Options o;
-  o.max_tokens = 640;
-  o.shuffle_seed = shuffle;
-  o.max_chunk = chunk;
-  absl::StatusOr<std::unique_ptr<SequenceRunner>> r =
-      SequenceRunner::Create(model, o);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return *std::move(r);
-}
-
-// The f16 bits of one token's K and V across all layers (copied from the
-// device arena).
-std::vector<uint16_t> TokenKv(const SequenceRunner& r, int32_t pos) {
-  const kernels::KvCacheView& kv = r.kv();
-  std::vector<uint16_t> out;
-  const int32_t block = r.block_table()[pos / kv.block_size];
-  std::vector<uint16_t> row(kv.head_dim);
-  for (int32_t l = 0; l < kv.n_layers; ++l) {
-    for (int32_t which = 0; which < 2; ++which) {
-      for (int32_t h = 0; h < kv.n_kv_heads; ++h) {
-        r.model()->backend()->CopyToHost(
-            kv.base + kv.Offset(block, l, which, h, pos % kv.block_size),
-            row.data(), row.size() * sizeof(uint16_t));
-        out.insert(out.end(), row.begin(), row.end());
-      }
-    }
-  }
-  return out;
+  return testing::MakeRunner(model, 640, shuffle, chunk);
 }
 
 // The tiny test model with head_dim 64 (a head size the CUDA attention
@@ -102,11 +72,6 @@ const std::string& TinyPath() {
     return p;
   }();
   return *path;
-}
-
-bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() &&
-         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // 300 tokens cross the attention's 256-position partitions.

@@ -12,6 +12,7 @@
 #include "runtime/generate.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sequence_runner.h"
+#include "tests/runtime/model_test_util.h"
 #include "tests/runtime/reference_forward.h"
 #include "tests/runtime/tiny_model.h"
 
@@ -29,46 +30,13 @@ std::unique_ptr<ModelBundle> LoadTiny(int threads) {
   return b.ok() ? *std::move(b) : nullptr;
 }
 
-std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = dist(rng);
-  return t;
-}
+using testing::BitwiseEqual;
+using testing::RandomTokens;
+using testing::TokenKv;
 
 std::unique_ptr<SequenceRunner> Runner(Model* model, uint64_t shuffle = 0,
                                        int32_t chunk = 512) {
-  SequenceRunner::Options o;
-  o.max_tokens = 256;
-  o.shuffle_seed = shuffle;
-  o.max_chunk = chunk;
-  absl::StatusOr<std::unique_ptr<SequenceRunner>> r =
-      SequenceRunner::Create(model, o);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return *std::move(r);
-}
-
-// The f16 bits of one token's K and V across all layers.
-std::vector<uint16_t> TokenKv(const SequenceRunner& r, int32_t pos) {
-  const kernels::KvCacheView& kv = r.kv();
-  std::vector<uint16_t> out;
-  const int32_t block = r.block_table()[pos / kv.block_size];
-  for (int32_t l = 0; l < kv.n_layers; ++l) {
-    for (int32_t which = 0; which < 2; ++which) {
-      for (int32_t h = 0; h < kv.n_kv_heads; ++h) {
-        const uint16_t* p =
-            kv.base + kv.Offset(block, l, which, h, pos % kv.block_size);
-        out.insert(out.end(), p, p + kv.head_dim);
-      }
-    }
-  }
-  return out;
-}
-
-bool BitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() &&
-         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return testing::MakeRunner(model, 256, shuffle, chunk);
 }
 
 struct ReferenceDiff {
