@@ -34,6 +34,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/gpu_model_shapes.h"
 #include "bench/gpu_step_breakdown.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
@@ -76,6 +77,11 @@ namespace kvsession {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::ChunkFlops;
+using bench::DecodeWeightBytes;
+using bench::HeadParams;
+using bench::LayerMatrixParams;
+using bench::Llama3_8B;
 using kernels::Buffer;
 using kernels::GgmlType;
 using kernels::KvCacheView;
@@ -170,59 +176,6 @@ struct Peaks {
 
 std::string Pct(double num, double den) {
   return den > 0 ? absl::StrFormat("%.0f%%", 100.0 * num / den) : "n/a";
-}
-
-// Weight-matrix parameters of the decoder layers.
-double LayerMatrixParams(const ModelConfig& c) {
-  const double d = c.d_model;
-  const double q = static_cast<double>(c.n_heads) * c.head_dim;
-  const double kv = static_cast<double>(c.n_kv_heads) * c.head_dim;
-  // wq + wk + wv + wo + gate + up + down
-  return c.n_layers * (d * q + 2 * d * kv + q * d + 3 * d * c.ffn_dim);
-}
-
-double HeadParams(const ModelConfig& c) {
-  return static_cast<double>(c.vocab_size) * c.d_model;
-}
-
-// Weight bytes one decode step reads on this backend: every matrix lives as
-// F16/BF16 on the device whatever the file stores (PrepareWeight), the
-// output head (the embedding table itself when tied) is read whole, the
-// f32 norm vectors are read too, and of the embedding table only the
-// batch's rows are read (not counted).
-double DecodeWeightBytes(const ModelConfig& c) {
-  return 2.0 * (LayerMatrixParams(c) + HeadParams(c)) +
-         4.0 * c.d_model * (2.0 * c.n_layers + 1);
-}
-
-// FLOPs of one chunk of n tokens at positions start .. start + n - 1 with
-// `logit_rows` rows through the head: 2 per matrix parameter and token, and
-// attention's 4 * head_dim per (layer, query head, attended position)
-// (QK^T and PV), a token at position p attending to p + 1 positions.
-double ChunkFlops(const ModelConfig& c, double start, double n,
-                  double logit_rows) {
-  const double attended = n * start + n * (n + 1) / 2;
-  return 2 * LayerMatrixParams(c) * n + 2 * HeadParams(c) * logit_rows +
-         4.0 * c.n_layers * c.n_heads * c.head_dim * attended;
-}
-
-ModelConfig Llama3_8B() {
-  ModelConfig c;
-  c.name = "Llama-3-8B shape, random bf16 weights";
-  c.n_layers = 32;
-  c.d_model = 4096;
-  c.n_heads = 32;
-  c.n_kv_heads = 8;
-  c.head_dim = 128;
-  c.ffn_dim = 14336;
-  c.vocab_size = 128256;
-  c.context_length = 32768;
-  c.rms_eps = 1e-5f;
-  c.rope.head_dim = 128;
-  c.rope.rot_dim = 128;
-  c.rope.freq_base = 500000.0f;
-  c.rope.mode = kernels::RopeMode::kNormal;
-  return c;
 }
 
 std::vector<int32_t> RandomTokens(std::mt19937& rng, int32_t n, int32_t vocab) {
@@ -406,7 +359,7 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   const ModelConfig& c = model.config();
   const int32_t total = kWarmupSteps + steps;
   if (int64_t{ctx} + total > c.context_length) {
-    Say("| %d | %d | | skipped: %d + %d steps exceed the context of %d | | | | "
+    Say("| %d | %d | | skipped: %d + %d steps exceed the context of %d | | | | | "
         "|\n",
         batch, ctx, ctx, total, c.context_length);
     return absl::OkStatus();
@@ -423,20 +376,21 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   // Room for the arena and what the steps allocate besides (the attention
   // workspace, activations), so that an overfull card skips the row instead
   // of failing inside a step.
-  const double extra = 4.0 * kernels::cuda::AttentionWorkspaceFloats(
-                                 batch, c.n_heads, c.head_dim, ctx + total) +
-                       512.0 * 1048576;
+  const double extra =
+      4.0 * kernels::cuda::AttentionWorkspaceFloats(
+                batch, c.n_heads, c.head_dim, 64, ctx + total) +
+      512.0 * 1048576;
   const kernels::MemoryInfo mem = be.GetMemoryInfo();
   if (static_cast<double>(arena_bytes) + extra >
       static_cast<double>(mem.free_bytes)) {
     Say("| %d | %d | | skipped: out of memory (KV arena %.1f GB, %.1f GB free) "
-        "| | | | |\n",
+        "| | | | | |\n",
         batch, ctx, arena_bytes / kGB, mem.free_bytes / kGB);
     return absl::OkStatus();
   }
   absl::StatusOr<std::unique_ptr<Buffer>> arena = Alloc(be, arena_bytes);
   if (!arena.ok()) {
-    Say("| %d | %d | | skipped: out of memory (%s) | | | | |\n", batch, ctx,
+    Say("| %d | %d | | skipped: out of memory (%s) | | | | | |\n", batch, ctx,
         arena.status().message());
     return absl::OkStatus();
   }
@@ -451,10 +405,18 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
     tables[i].resize(per_seq);
     std::iota(tables[i].begin(), tables[i].end(), i * per_seq);
   }
-  // The same steps without and with CUDA graphs, side by side.
-  double seconds_by_mode[2] = {0, 0};
-  for (int mode = 0; mode < 2; ++mode) {
-    be.set_graphs(mode == 1);
+  // The same steps without and with CUDA graphs, and with either attention
+  // partition, side by side.
+  struct Mode {
+    bool graphs;
+    int32_t partition;
+  };
+  constexpr Mode kModes[] = {{false, 64}, {true, 64}, {true, 256}};
+  constexpr int kNumModes = sizeof(kModes) / sizeof(kModes[0]);
+  double seconds_by_mode[kNumModes] = {};
+  for (int mode = 0; mode < kNumModes; ++mode) {
+    be.set_graphs(kModes[mode].graphs);
+    be.set_attention_partition(kModes[mode].partition);
     std::mt19937 rng(static_cast<uint32_t>(batch * 100003 + ctx));
     std::vector<SequenceChunk> chunks(batch);
     double seconds = 0;
@@ -476,6 +438,7 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
     seconds_by_mode[mode] = seconds;
   }
   be.set_graphs(true);
+  be.set_attention_partition(kernels::cuda::kDefaultAttentionPartition);
   arena->reset();  // before the next configuration allocates
 
   // Bytes of the average timed step: the weights plus the K/V of every
@@ -485,11 +448,12 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
                                                   mean_attended *
                                                   c.KvBytesPerToken();
   const double limit_s = peaks.d2d_rw > 0 ? bytes / peaks.d2d_rw : 0;
-  for (int mode = 0; mode < 2; ++mode) {
+  for (int mode = 0; mode < kNumModes; ++mode) {
     const double step_s = seconds_by_mode[mode] / steps;
-    Say("| %d | %d | %s | %.1f | %.2f | %.2f | %.2f | %s |\n", batch, ctx,
-        mode == 1 ? "on" : "off", batch / step_s, step_s * 1e3, bytes / kGB,
-        limit_s * 1e3, limit_s > 0 ? Pct(limit_s, step_s) : "n/a");
+    Say("| %d | %d | %s | %d | %.1f | %.2f | %.2f | %.2f | %s |\n", batch, ctx,
+        kModes[mode].graphs ? "on" : "off", kModes[mode].partition,
+        batch / step_s, step_s * 1e3, bytes / kGB, limit_s * 1e3,
+        limit_s > 0 ? Pct(limit_s, step_s) : "n/a");
   }
   return absl::OkStatus();
 }
@@ -506,9 +470,11 @@ absl::Status MeasureDecode(CudaBackend& be, Model& model,
       "Forward of `batch` one-token chunks, logits left on the device; %d "
       "warm-up steps, %d timed. Limit = (weight bytes + K/V bytes of the "
       "attended positions) / %.0f GB/s (device copy, read+write).\n\n"
-      "Each row runs without and with CUDA graphs (steps replayed).\n\n| "
-      "batch | context | graphs | tokens/s | ms/step | GB read/step | limit "
-      "ms/step | %% of limit |\n|---|---|---|---|---|---|---|---|\n",
+      "Each configuration runs without and with CUDA graphs (steps "
+      "replayed), and with attention partitions of 64 and 256 positions.\n\n| "
+      "batch | context | graphs | partition | tokens/s | ms/step | GB "
+      "read/step | limit ms/step | %% of limit |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
       label, c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim,
       c.ffn_dim, c.vocab_size, model.weight_bytes() / kGB,
       DecodeWeightBytes(c) / kGB, c.KvBytesPerToken(), kBlockSize, kWarmupSteps,

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ops.h"
 
 namespace kvsession::bench {
 namespace {
@@ -81,6 +83,21 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
   };
   const int64_t d = c.d_model, qd = int64_t{c.n_heads} * c.head_dim,
                 kvd = int64_t{c.n_kv_heads} * c.head_dim, f = c.ffn_dim;
+  // Q, K and V back to back, as the model stores them (one GEMM), and
+  // apart, for comparison.
+  absl::StatusOr<WeightView> wqkv = weight(qd + 2 * kvd, d);
+  if (!wqkv.ok()) return wqkv.status();
+  auto part = [&](int64_t first, int64_t rows) {
+    WeightView w = *wqkv;
+    w.data = static_cast<const uint8_t*>(w.data) + first * w.row_bytes;
+    w.rows = rows;
+    return w;
+  };
+  const WeightView jq = part(0, qd), jk = part(qd, kvd), jv = part(qd + kvd, kvd);
+  {
+    const WeightView group[3] = {jq, jk, jv};
+    if (absl::Status s = be.RegisterWeights(group); !s.ok()) return s;
+  }
   absl::StatusOr<WeightView> wq = weight(qd, d), wk = weight(kvd, d),
                              wv = weight(kvd, d), wo = weight(d, qd),
                              wg = weight(f, d), wu = weight(f, d),
@@ -141,13 +158,13 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
   };
   const std::vector<Row> rows = {
       {"RmsNorm (attention)", [&] { be.RmsNorm(x, norm, 1, d, 1e-5f, h); }, 0},
-      {"Q, K, V GEMMs (one rounding of x)",
+      {"Q, K, V: one GEMM, split",
        [&] {
-         const WeightView* ws[3] = {&*wq, &*wk, &*wv};
+         const WeightView* ws[3] = {&jq, &jk, &jv};
          float* outs[3] = {q, k, v};
          be.MatMuls(ws, h, 1, outs);
        },
-       wbytes(wq) + wbytes(wk) + wbytes(wv)},
+       wbytes(wqkv)},
       {"RoPE (q and k)",
        [&] {
          be.Rope(q, 1, c.n_heads, &position, c.rope);
@@ -155,7 +172,8 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
        },
        0},
       {"KV write", [&] { be.KvWrite(kv, 0, pl, k, v); }, 0},
-      {absl::StrCat("attention, context ", context),
+      {absl::StrCat("attention, context ", context, ", partition ",
+                    kernels::cuda::kDefaultAttentionPartition),
        [&] { be.Attention(kv, 0, pl, q, ap, att); }, kv_bytes},
       {"output GEMM", [&] { be.MatMul(*wo, att, 1, h); }, wbytes(wo)},
       {"residual add", [&] { be.Add(x, h, d, x); }, 0},
@@ -192,9 +210,37 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
   }
   std::printf("| **layer** | %.1f | | %.1f | %d%% |\n\n", total * 1e6,
               total_limit * 1e6, int(100 * total_limit / total + 0.5));
+  {
+    // Q, K and V as three GEMMs over one rounding of x, for comparison.
+    absl::StatusOr<double> t = TimeOp(be, [&] {
+      const WeightView* ws[3] = {&*wq, &*wk, &*wv};
+      float* outs[3] = {q, k, v};
+      be.MatMuls(ws, h, 1, outs);
+    });
+    if (!t.ok()) {
+      be.set_graphs(graphs_were);
+      return t.status();
+    }
+    std::printf("Q, K and V as three GEMMs instead: %.1f us.\n\n", *t * 1e6);
+  }
+  {
+    // The other partition size, for comparison in the same run.
+    const int32_t other =
+        kernels::cuda::kDefaultAttentionPartition == 64 ? 256 : 64;
+    be.set_attention_partition(other);
+    absl::StatusOr<double> t =
+        TimeOp(be, [&] { be.Attention(kv, 0, pl, q, ap, att); });
+    be.set_attention_partition(kernels::cuda::kDefaultAttentionPartition);
+    if (!t.ok()) {
+      be.set_graphs(graphs_were);
+      return t.status();
+    }
+    std::printf("Attention with partitions of %d positions instead: %.1f us.\n\n",
+                other, *t * 1e6);
+  }
   std::printf("GEMM algorithms chosen (cuBLASLt, %d tokens per GEMM):\n\n",
               be.gemm().columns());
-  for (const auto* w : {&wq, &wk, &wo, &wg, &wd}) {
+  for (const auto* w : {&wqkv, &wq, &wk, &wo, &wg, &wd}) {
     std::printf("- %lld x %lld: %s\n", static_cast<long long>((*w)->rows),
                 static_cast<long long>((*w)->cols),
                 be.gemm().Describe(**w).c_str());

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -76,6 +77,34 @@ class Backend {
   virtual void CopyBlocks(const void* src_base, void* dst_base,
                           size_t block_bytes,
                           std::span<const BlockMove> moves) = 0;
+
+  // PrepareWeight for weights that MatMuls takes together (Q, K and V). A
+  // backend may store them back to back and run them as one GEMM.
+  virtual absl::StatusOr<std::vector<WeightView>> PrepareWeights(
+      std::span<const WeightView> host) {
+    std::vector<WeightView> out;
+    for (const WeightView& w : host) {
+      absl::StatusOr<WeightView> p = PrepareWeight(w);
+      if (!p.ok()) return p.status();
+      out.push_back(*p);
+    }
+    return out;
+  }
+  // RegisterWeight for such a group already in backend memory, in MatMuls
+  // order (one GEMM where they lie back to back).
+  virtual absl::Status RegisterWeights(std::span<const WeightView> ws) {
+    for (const WeightView& w : ws) {
+      if (absl::Status s = RegisterWeight(w); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether the ops can address KV blocks of `block_size` tokens
+  // (INVALID_ARGUMENT if not); the engine asks before it makes its arenas.
+  virtual absl::Status CheckBlockSize(int32_t block_size) const {
+    (void)block_size;
+    return absl::OkStatus();
+  }
 
   // Makes a weight already in backend memory (FillRandom) usable by MatMul,
   // like PrepareWeight does for host weights.

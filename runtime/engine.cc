@@ -54,6 +54,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle* bundle,
         "engine: block_size, max_batch_tokens and max_running must be "
         "positive, max_running <= max_batch_tokens");
   }
+  if (absl::Status s = bundle->backend->CheckBlockSize(options.block_size);
+      !s.ok()) {
+    return s;
+  }
   std::unique_ptr<Engine> e(new Engine(bundle, options));
   e->clock_ = options.clock != nullptr ? options.clock
                                         : session_store::SystemClock::Get();

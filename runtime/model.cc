@@ -3,6 +3,7 @@
 #include <cmath>
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -24,9 +25,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
   return model;
 }
 
-absl::StatusOr<WeightView> Model::Weight(const GgufFile& file,
-                                         const std::string& name, int64_t rows,
-                                         int64_t cols) {
+absl::StatusOr<WeightView> Model::HostWeight(const GgufFile& file,
+                                             const std::string& name,
+                                             int64_t rows, int64_t cols) {
   const GgufTensorInfo* t = file.FindTensor(name);
   if (t == nullptr) {
     return absl::InvalidArgumentError(
@@ -52,7 +53,7 @@ absl::StatusOr<WeightView> Model::Weight(const GgufFile& file,
   if (!row_bytes.ok()) return row_bytes.status();
   w.row_bytes = *row_bytes;
   weight_bytes_ += static_cast<int64_t>(t->n_bytes);
-  return backend_->PrepareWeight(w);
+  return w;
 }
 
 absl::StatusOr<WeightView> Model::NormWeight(const GgufFile& file,
@@ -90,8 +91,14 @@ absl::Status Model::LoadWeights(const GgufFile& file) {
     if (w.ok()) *dst = *w;
     return w.status();
   };
-  if (absl::Status s = assign(&token_embd_, Weight(file, "token_embd.weight",
-                                                   c.vocab_size, c.d_model));
+  auto prepared = [&](const std::string& name, int64_t rows,
+                      int64_t cols) -> absl::StatusOr<WeightView> {
+    absl::StatusOr<WeightView> host = HostWeight(file, name, rows, cols);
+    if (!host.ok()) return host.status();
+    return backend_->PrepareWeight(*host);
+  };
+  if (absl::Status s = assign(&token_embd_, prepared("token_embd.weight",
+                                                     c.vocab_size, c.d_model));
       !s.ok()) {
     return s;
   }
@@ -101,8 +108,8 @@ absl::Status Model::LoadWeights(const GgufFile& file) {
     return s;
   }
   if (file.FindTensor("output.weight") != nullptr) {
-    if (absl::Status s = assign(&output_, Weight(file, "output.weight",
-                                                 c.vocab_size, c.d_model));
+    if (absl::Status s = assign(&output_, prepared("output.weight",
+                                                   c.vocab_size, c.d_model));
         !s.ok()) {
       return s;
     }
@@ -118,10 +125,26 @@ absl::Status Model::LoadWeights(const GgufFile& file) {
       const char* name;
       int64_t rows, cols;
     };
-    const Item items[] = {
+    // Q, K and V share their input: the backend may run them as one GEMM.
+    const Item qkv[] = {
         {&l.wq, "attn_q.weight", q_dim, c.d_model},
         {&l.wk, "attn_k.weight", kv_dim, c.d_model},
         {&l.wv, "attn_v.weight", kv_dim, c.d_model},
+    };
+    WeightView host[3];
+    for (int j = 0; j < 3; ++j) {
+      if (absl::Status s = assign(&host[j], HostWeight(file, p + qkv[j].name,
+                                                       qkv[j].rows,
+                                                       qkv[j].cols));
+          !s.ok()) {
+        return s;
+      }
+    }
+    absl::StatusOr<std::vector<WeightView>> group =
+        backend_->PrepareWeights(host);
+    if (!group.ok()) return group.status();
+    for (int j = 0; j < 3; ++j) *qkv[j].dst = (*group)[j];
+    const Item items[] = {
         {&l.wo, "attn_output.weight", c.d_model, q_dim},
         {&l.w_gate, "ffn_gate.weight", c.ffn_dim, c.d_model},
         {&l.w_up, "ffn_up.weight", c.ffn_dim, c.d_model},
@@ -129,7 +152,7 @@ absl::Status Model::LoadWeights(const GgufFile& file) {
     };
     for (const Item& it : items) {
       if (absl::Status s =
-              assign(it.dst, Weight(file, p + it.name, it.rows, it.cols));
+              assign(it.dst, prepared(p + it.name, it.rows, it.cols));
           !s.ok()) {
         return s;
       }
@@ -154,6 +177,9 @@ absl::Status Model::Validate(std::span<const SequenceChunk> batch,
   if (kv.n_layers != c.n_layers || kv.n_kv_heads != c.n_kv_heads ||
       kv.head_dim != c.head_dim || kv.block_size <= 0) {
     return absl::InvalidArgumentError("model: KV view shape mismatch");
+  }
+  if (absl::Status s = backend_->CheckBlockSize(kv.block_size); !s.ok()) {
+    return s;
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     const SequenceChunk& s = batch[i];
@@ -398,26 +424,45 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
   const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
   uint64_t seed = weights.seed;
   const size_t elem = kernels::Traits(weights.type).block_bytes;
-  auto make = [&](WeightView* dst, int64_t rows, int64_t cols,
-                  float scale) -> absl::Status {
-    const size_t bytes = static_cast<size_t>(rows * cols) * elem;
+  // Weights of one group (MatMuls order) share one allocation, back to
+  // back, so that a backend may run them as one GEMM. Seeds go in order.
+  struct Part {
+    WeightView* dst;
+    int64_t rows;
+  };
+  auto make_group = [&](std::initializer_list<Part> parts, int64_t cols,
+                        float scale) -> absl::Status {
+    size_t bytes = 0;
+    for (const Part& p : parts) bytes += static_cast<size_t>(p.rows * cols) * elem;
     absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
         backend_->Allocate(bytes);
     if (!buf.ok()) return buf.status();
-    backend_->FillRandom(weights.type, (*buf)->data(), rows * cols,
-                         seed++ * 0x9E3779B97F4A7C15ull, scale);
-    WeightView w;
-    w.type = weights.type;
-    w.data = (*buf)->data();
-    w.rows = rows;
-    w.cols = cols;
-    w.row_bytes = static_cast<size_t>(cols) * elem;
-    absl::Status s = backend_->RegisterWeight(w);
+    std::vector<WeightView> group;
+    auto* data = static_cast<uint8_t*>((*buf)->data());
+    for (const Part& p : parts) {
+      backend_->FillRandom(weights.type, data, p.rows * cols,
+                           seed++ * 0x9E3779B97F4A7C15ull, scale);
+      WeightView w;
+      w.type = weights.type;
+      w.data = data;
+      w.rows = p.rows;
+      w.cols = cols;
+      w.row_bytes = static_cast<size_t>(cols) * elem;
+      group.push_back(w);
+      data += static_cast<size_t>(p.rows * cols) * elem;
+    }
+    absl::Status s = group.size() == 1 ? backend_->RegisterWeight(group[0])
+                                       : backend_->RegisterWeights(group);
     if (!s.ok()) return s;
     weight_bytes_ += static_cast<int64_t>(bytes);
     owned_.push_back(*std::move(buf));
-    *dst = w;
+    size_t i = 0;
+    for (const Part& p : parts) *p.dst = group[i++];
     return absl::OkStatus();
+  };
+  auto make = [&](WeightView* dst, int64_t rows, int64_t cols,
+                  float scale) -> absl::Status {
+    return make_group({{dst, rows}}, cols, scale);
   };
   auto ones = [&](WeightView* dst) -> absl::Status {
     std::vector<float> host(c.d_model, 1.0f);
@@ -448,12 +493,17 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
   }
   layers_.resize(c.n_layers);
   for (Layer& l : layers_) {
+    if (absl::Status s = make_group(
+            {{&l.wq, q_dim}, {&l.wk, kv_dim}, {&l.wv, kv_dim}}, c.d_model,
+            fan(c.d_model));
+        !s.ok()) {
+      return s;
+    }
     const struct {
       WeightView* dst;
       int64_t rows, cols;
     } items[] = {
-        {&l.wq, q_dim, c.d_model},       {&l.wk, kv_dim, c.d_model},
-        {&l.wv, kv_dim, c.d_model},      {&l.wo, c.d_model, q_dim},
+        {&l.wo, c.d_model, q_dim},
         {&l.w_gate, c.ffn_dim, c.d_model}, {&l.w_up, c.ffn_dim, c.d_model},
         {&l.w_down, c.d_model, c.ffn_dim},
     };

@@ -93,9 +93,10 @@ class Model {
   Model(const ModelConfig& config, kernels::Backend* backend)
       : config_(config), backend_(backend) {}
   absl::Status LoadWeights(const GgufFile& file);
-  absl::StatusOr<kernels::WeightView> Weight(const GgufFile& file,
-                                             const std::string& name,
-                                             int64_t rows, int64_t cols);
+  // The tensor `name` as a [rows][cols] weight in the file's memory.
+  absl::StatusOr<kernels::WeightView> HostWeight(const GgufFile& file,
+                                                 const std::string& name,
+                                                 int64_t rows, int64_t cols);
   absl::StatusOr<kernels::WeightView> NormWeight(const GgufFile& file,
                                                  const std::string& name);
   absl::Status Validate(std::span<const SequenceChunk> batch,

@@ -6,6 +6,7 @@
 #define KVSESSION_KERNELS_CPU_OPS_H_
 
 #include <cstdint>
+#include <span>
 
 #include "kernels/cpu/exec.h"
 #include "kernels/host_device.h"
@@ -56,6 +57,14 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out,
 // add.cc: out = a + b, elementwise (out may alias a or b).
 void Add(const float* a, const float* b, int64_t n, float* out,
          const CpuExec& exec);
+
+// split_columns.cc: row r of src holds widths[0] + ... + widths[n-1]
+// floats; segment i goes to dsts[i] + r * widths[i] (a plain copy). The
+// outputs of weights run as one GEMM (Q, K and V) reach their buffers so.
+inline constexpr int kMaxSplitColumns = 4;
+void SplitColumns(const float* src, int64_t n_rows,
+                  std::span<const int64_t> widths, std::span<float* const> dsts,
+                  const CpuExec& exec);
 
 // embed.cc: out[t] = dequantized row tokens[t] of table.
 void Embed(const WeightView& table, const int32_t* tokens, int64_t n_tokens,

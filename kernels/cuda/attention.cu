@@ -3,7 +3,7 @@
 //
 //  1. PartitionKernel, one CTA per (token, KV head [, slice of its query
 //     heads], partition j). Partition j holds the absolute positions
-//     [j * 256, min((j + 1) * 256, p + 1)) of a token at position p; CTAs
+//     [j * P, min((j + 1) * P, p + 1)) of a token at position p; CTAs
 //     whose partition starts after p exit at once. For every query head of
 //     the GQA group it computes the partition's scores, m = max, e = exp(s -
 //     m), l = sum e and acc = sum e * v, and stores (m, l, acc) in the
@@ -15,8 +15,14 @@
 //
 // Batch invariance: every reduction (dot products, max, sums over a
 // partition's positions, the merge over partitions) has an order fixed by
-// the token's own position and the constants below; nothing depends on the
-// grid, n_tokens or max_position, which only decide how many CTAs exist.
+// the token's own position, the partition size P and the constants below;
+// nothing depends on the grid, n_tokens or max_position, which only decide
+// how many CTAs exist.
+//
+// P is 64 or 256, fixed for a backend's lifetime. 64 gives a decode token
+// four times as many CTAs, each with a quarter of the serial work (one
+// token at 1k context: 128 CTAs instead of 32 on 132 SMs); 256 merges a
+// quarter as many partitions, which long prefills read back.
 // So a token's output is bitwise the same in a prefill batch and alone in a
 // decode step. All arithmetic is spelled with _rn intrinsics so that no
 // FMA contraction can differ between template instances.
@@ -42,7 +48,6 @@ constexpr int kThreads = kWarps * 32;
 // Query heads one CTA handles; larger GQA groups are split over grid.y
 // (each head's result does not depend on the split).
 constexpr int kMaxHeads = 8;
-constexpr int kPart = kAttentionPartition;
 // K rows (scores) or V rows (accumulation) each thread keeps in flight.
 constexpr int kKUnroll = 8;
 constexpr int kVUnroll = 4;
@@ -71,7 +76,7 @@ __host__ __device__ inline int64_t WorkspaceEntries(int64_t n_tokens,
   return n_tokens * n_heads * n_parts;
 }
 
-template <int HD>
+template <int HD, int kPart>
 __global__ void __launch_bounds__(kThreads)
     PartitionKernel(KvCacheView kv, int32_t layer,
                     const int32_t* __restrict__ positions,
@@ -280,7 +285,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // One CTA per (token, query head), one thread per output element. Every
 // thread computes M and L itself (same operations, same bits).
-template <int HD>
+template <int HD, int kPart>
 __global__ void __launch_bounds__(HD)
     CombineKernel(const int32_t* __restrict__ positions, int32_t n_heads,
                   int32_t n_parts, int32_t max_position, Workspace ws,
@@ -311,11 +316,11 @@ __global__ void __launch_bounds__(HD)
   o[d] = __fdiv_rn(num, l_all);
 }
 
-template <int HD>
-void LaunchForHeadDim(const KvCacheView& kv, int32_t layer,
-                      const TokenPlacement& placement, const float* q,
-                      const AttentionParams& params, int32_t max_position,
-                      float* workspace, float* out, cudaStream_t stream) {
+template <int HD, int kPart>
+void LaunchForShape(const KvCacheView& kv, int32_t layer,
+                    const TokenPlacement& placement, const float* q,
+                    const AttentionParams& params, int32_t max_position,
+                    float* workspace, float* out, cudaStream_t stream) {
   const int32_t group = params.n_heads / kv.n_kv_heads;
   const int32_t head_slices = (group + kMaxHeads - 1) / kMaxHeads;
   const int32_t n_parts = max_position / kPart + 1;
@@ -327,37 +332,60 @@ void LaunchForHeadDim(const KvCacheView& kv, int32_t layer,
   const dim3 grid(static_cast<unsigned>(placement.n_tokens),
                   static_cast<unsigned>(kv.n_kv_heads * head_slices),
                   static_cast<unsigned>(n_parts));
-  PartitionKernel<HD><<<grid, kThreads, 0, stream>>>(
+  PartitionKernel<HD, kPart><<<grid, kThreads, 0, stream>>>(
       kv, layer, placement.positions, placement.block_tables, q, params.n_heads,
       group, head_slices, params.scale, n_parts, ws);
   KVS_CUDA_LAUNCH_CHECK();
   const dim3 combine_grid(static_cast<unsigned>(placement.n_tokens),
                           static_cast<unsigned>(params.n_heads));
-  CombineKernel<HD><<<combine_grid, HD, 0, stream>>>(
+  CombineKernel<HD, kPart><<<combine_grid, HD, 0, stream>>>(
       placement.positions, params.n_heads, n_parts, max_position, ws, out);
   KVS_CUDA_LAUNCH_CHECK();
 }
 
+template <int HD>
+void LaunchForHeadDim(const KvCacheView& kv, int32_t layer,
+                      const TokenPlacement& placement, const float* q,
+                      const AttentionParams& params, int32_t partition,
+                      int32_t max_position, float* workspace, float* out,
+                      cudaStream_t stream) {
+  if (partition == 64) {
+    LaunchForShape<HD, 64>(kv, layer, placement, q, params, max_position,
+                           workspace, out, stream);
+  } else {
+    LaunchForShape<HD, 256>(kv, layer, placement, q, params, max_position,
+                            workspace, out, stream);
+  }
+}
+
 }  // namespace
 
+bool IsAttentionPartition(int32_t partition) {
+  return partition == 64 || partition == 256;
+}
+
 int64_t AttentionWorkspaceFloats(int32_t n_tokens, int32_t n_heads,
-                                 int32_t head_dim, int32_t max_position) {
-  const int64_t n_parts = int64_t{max_position} / kPart + 1;
+                                 int32_t head_dim, int32_t partition,
+                                 int32_t max_position) {
+  KVS_CHECK(IsAttentionPartition(partition)) << "partition " << partition;
+  const int64_t n_parts = int64_t{max_position} / partition + 1;
   return WorkspaceEntries(n_tokens, n_heads, n_parts) * (int64_t{head_dim} + 2);
 }
 
 void LaunchAttention(const KvCacheView& kv, int32_t layer,
                      const TokenPlacement& placement, const float* q,
-                     const AttentionParams& params, int32_t max_position,
-                     float* workspace, float* out, cudaStream_t stream) {
+                     const AttentionParams& params, int32_t partition,
+                     int32_t max_position, float* workspace, float* out,
+                     cudaStream_t stream) {
   const int32_t n_heads = params.n_heads;
+  KVS_CHECK(IsAttentionPartition(partition)) << "partition " << partition;
   KVS_CHECK(layer >= 0 && layer < kv.n_layers) << "layer " << layer;
   KVS_CHECK(n_heads > 0 && kv.n_kv_heads > 0 && n_heads % kv.n_kv_heads == 0)
       << "n_heads " << n_heads << " n_kv_heads " << kv.n_kv_heads;
   KVS_CHECK(n_heads <= 65535) << "n_heads " << n_heads;
-  KVS_CHECK(kv.block_size > 0 && kPart % kv.block_size == 0)
-      << "block_size " << kv.block_size << " must divide " << kPart;
-  KVS_CHECK(max_position >= 0 && max_position / kPart + 1 <= 65535)
+  KVS_CHECK(kv.block_size > 0 && partition % kv.block_size == 0)
+      << "block_size " << kv.block_size << " must divide " << partition;
+  KVS_CHECK(max_position >= 0 && max_position / partition + 1 <= 65535)
       << "max_position " << max_position;
   KVS_CHECK(reinterpret_cast<uintptr_t>(kv.base) % 16 == 0)
       << "KV arena must be 16-byte aligned";
@@ -369,16 +397,16 @@ void LaunchAttention(const KvCacheView& kv, int32_t layer,
   if (placement.n_tokens == 0) return;
   switch (kv.head_dim) {
     case 64:
-      LaunchForHeadDim<64>(kv, layer, placement, q, params, max_position,
-                           workspace, out, stream);
+      LaunchForHeadDim<64>(kv, layer, placement, q, params, partition,
+                           max_position, workspace, out, stream);
       break;
     case 128:
-      LaunchForHeadDim<128>(kv, layer, placement, q, params, max_position,
-                            workspace, out, stream);
+      LaunchForHeadDim<128>(kv, layer, placement, q, params, partition,
+                            max_position, workspace, out, stream);
       break;
     case 256:
-      LaunchForHeadDim<256>(kv, layer, placement, q, params, max_position,
-                            workspace, out, stream);
+      LaunchForHeadDim<256>(kv, layer, placement, q, params, partition,
+                            max_position, workspace, out, stream);
       break;
     default:
       KVS_CHECK(false) << "unsupported head_dim " << kv.head_dim

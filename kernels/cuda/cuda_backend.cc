@@ -62,6 +62,11 @@ absl::Status CudaBackend::Init() {
     return absl::FailedPreconditionError(absl::StrCat(
         "cuda: device ", options_.device, " requested, ", count, " present"));
   }
+  if (!IsAttentionPartition(options_.attention_partition)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda: attention partition must be 64 or 256, got ",
+                     options_.attention_partition));
+  }
   KVS_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   cudaDeviceProp prop{};
   KVS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
@@ -131,20 +136,32 @@ void* CudaBackend::Grow(void** buf, size_t* cap, size_t bytes) {
   return *buf;
 }
 
-absl::StatusOr<WeightView> CudaBackend::PrepareWeight(const WeightView& host) {
-  // GEMM weights live as F16 (BF16 when the file has BF16): quantized types
-  // are dequantized once here, on the device where the type allows.
-  const GgmlType target =
-      host.type == GgmlType::kBF16 ? GgmlType::kBF16 : GgmlType::kF16;
+namespace {
+// GEMM weights live as F16 (BF16 when the file has BF16).
+GgmlType GemmType(GgmlType stored) {
+  return stored == GgmlType::kBF16 ? GgmlType::kBF16 : GgmlType::kF16;
+}
+
+WeightView DeviceView(const WeightView& host, GgmlType type, const void* data) {
+  WeightView w;
+  w.type = type;
+  w.data = data;
+  w.rows = host.rows;
+  w.cols = host.cols;
+  w.row_bytes = static_cast<size_t>(host.cols) * 2;
+  return w;
+}
+}  // namespace
+
+absl::Status CudaBackend::UploadWeight(const WeightView& host, GgmlType target,
+                                       void* dst) {
   const int64_t n = host.rows * host.cols;
-  void* dst = nullptr;
-  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&dst, static_cast<size_t>(n) * 2));
-  weights_.push_back(dst);
   const size_t raw = static_cast<size_t>(host.rows) * host.row_bytes;
   if (host.type == target) {
     KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, host.data, raw,
                                              cudaMemcpyHostToDevice, stream_));
   } else if (CanDequantize(host.type)) {
+    // Quantized types are dequantized once here, on the device.
     void* src = Grow(&convert_, &convert_cap_, raw);
     KVS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(src, host.data, raw,
                                              cudaMemcpyHostToDevice, stream_));
@@ -162,14 +179,56 @@ absl::StatusOr<WeightView> CudaBackend::PrepareWeight(const WeightView& host) {
                                              cudaMemcpyHostToDevice, stream_));
   }
   KVS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  WeightView w;
-  w.type = target;
-  w.data = dst;
-  w.rows = host.rows;
-  w.cols = host.cols;
-  w.row_bytes = static_cast<size_t>(host.cols) * 2;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WeightView> CudaBackend::PrepareWeight(const WeightView& host) {
+  const GgmlType target = GemmType(host.type);
+  void* dst = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(
+      cudaMalloc(&dst, static_cast<size_t>(host.rows * host.cols) * 2));
+  weights_.push_back(dst);
+  if (absl::Status s = UploadWeight(host, target, dst); !s.ok()) return s;
+  const WeightView w = DeviceView(host, target, dst);
   if (absl::Status s = gemm_->Prepare(w); !s.ok()) return s;
   return w;
+}
+
+absl::StatusOr<std::vector<WeightView>> CudaBackend::PrepareWeights(
+    std::span<const WeightView> host) {
+  const GgmlType target = host.empty() ? GgmlType::kF16 : GemmType(host[0].type);
+  bool joinable = host.size() >= 2 &&
+                  host.size() <= static_cast<size_t>(kMaxSplitColumns);
+  size_t bytes = 0;
+  for (const WeightView& w : host) {
+    joinable = joinable && GemmType(w.type) == target && w.cols == host[0].cols;
+    bytes += static_cast<size_t>(w.rows * w.cols) * 2;
+  }
+  if (!joinable) return Backend::PrepareWeights(host);
+  void* dst = nullptr;
+  KVS_CUDA_RETURN_IF_ERROR(cudaMalloc(&dst, bytes));
+  weights_.push_back(dst);
+  std::vector<WeightView> out;
+  auto* p = static_cast<uint8_t*>(dst);
+  for (const WeightView& w : host) {
+    if (absl::Status s = UploadWeight(w, target, p); !s.ok()) return s;
+    out.push_back(DeviceView(w, target, p));
+    p += static_cast<size_t>(w.rows * w.cols) * 2;
+  }
+  if (absl::Status s = RegisterWeights(out); !s.ok()) return s;
+  return out;
+}
+
+absl::Status CudaBackend::RegisterWeights(std::span<const WeightView> ws) {
+  std::vector<const WeightView*> ptrs;
+  for (const WeightView& w : ws) {
+    // Each alone too, so that MatMul of one of them works as well.
+    if (absl::Status s = gemm_->Prepare(w); !s.ok()) return s;
+    ptrs.push_back(&w);
+  }
+  WeightView joined;
+  if (Gemm::Joined(ptrs, &joined)) return gemm_->Prepare(joined);
+  return absl::OkStatus();
 }
 
 void CudaBackend::CopyToHost(const void* src, void* dst, size_t bytes) {
@@ -235,24 +294,26 @@ bool CudaBackend::BeginStep(const StepInputs& in) {
   step_.logit_rows = in.logit_rows;
   step_.n_tokens = p.n_tokens;
 
+  const int32_t partition = options_.attention_partition;
   const bool eligible = options_.graphs && p.n_tokens > 0 &&
                         p.n_tokens <= options_.gemm_columns &&
-                        kAttentionPartition % in.block_size == 0;
+                        partition % in.block_size == 0;
   if (!eligible) {
     StageEager(in, max_pos);
     return false;
   }
   int32_t n_parts = 1;
-  while (n_parts < max_pos / kAttentionPartition + 1) n_parts *= 2;
-  const int32_t max_blocks = n_parts * (kAttentionPartition / in.block_size);
+  while (n_parts < max_pos / partition + 1) n_parts *= 2;
+  const int32_t max_blocks = n_parts * (partition / in.block_size);
   if (!StageFixed(in, max_blocks)) {
     StageEager(in, max_pos);
     return false;
   }
   // Attention sizes its grid and workspace for the whole bucket.
-  step_.max_position = n_parts * kAttentionPartition - 1;
+  step_.max_position = n_parts * partition - 1;
 
-  const GraphKey key{p.n_tokens, in.n_logit_rows, n_parts, in.kv_base};
+  const GraphKey key{p.n_tokens, in.n_logit_rows, n_parts, partition,
+                     in.kv_base};
   if (graphs_.size() > 512 && graphs_.count(key) == 0) {
     for (auto& [k, e] : graphs_) {
       if (e.exec != nullptr) cudaGraphExecDestroy(e.exec);
@@ -487,13 +548,46 @@ void CudaBackend::KvWrite(const KvCacheView& kv, int32_t layer,
 void CudaBackend::Attention(const KvCacheView& kv, int32_t layer,
                             const TokenPlacement& placement, const float* q,
                             const AttentionParams& params, float* out) {
-  const int64_t floats = AttentionWorkspaceFloats(
-      placement.n_tokens, params.n_heads, kv.head_dim, step_.max_position);
+  const int32_t partition = options_.attention_partition;
+  const int32_t n = placement.n_tokens;
+  if (n <= 0) return;
+  // The workspace grows with tokens x heads x partitions (a 512-token
+  // prefill chunk at 16k context would need 2 GiB at partition 64), so long
+  // batches go in slices of tokens that fit the cap.
+  const size_t per_token =
+      static_cast<size_t>(AttentionWorkspaceFloats(
+          1, params.n_heads, kv.head_dim, partition, step_.max_position)) *
+      sizeof(float);
+  const int32_t slice = static_cast<int32_t>(std::clamp<size_t>(
+      options_.attention_workspace_bytes / per_token, 1, n));
   void* ws = attn_ws_;
-  Grow(&ws, &attn_ws_cap_, static_cast<size_t>(floats) * sizeof(float));
+  Grow(&ws, &attn_ws_cap_, per_token * slice);
   attn_ws_ = static_cast<float*>(ws);
-  LaunchAttention(kv, layer, DevPlacement(placement), q, params,
-                  step_.max_position, attn_ws_, out, stream_);
+  const TokenPlacement dev = DevPlacement(placement);
+  const int64_t row = int64_t{params.n_heads} * kv.head_dim;
+  for (int32_t t0 = 0; t0 < n; t0 += slice) {
+    TokenPlacement part;
+    part.n_tokens = std::min(slice, n - t0);
+    part.positions = dev.positions + t0;
+    part.block_tables = dev.block_tables + t0;
+    LaunchAttention(kv, layer, part, q + t0 * row, params, partition,
+                    step_.max_position, attn_ws_, out + t0 * row, stream_);
+  }
+}
+
+void CudaBackend::set_attention_partition(int32_t partition) {
+  KVS_CHECK(IsAttentionPartition(partition)) << "partition " << partition;
+  options_.attention_partition = partition;
+}
+
+absl::Status CudaBackend::CheckBlockSize(int32_t block_size) const {
+  if (block_size <= 0 || options_.attention_partition % block_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cuda: the KV block size (", block_size,
+        " tokens) must divide the attention partition of ",
+        options_.attention_partition, " positions"));
+  }
+  return absl::OkStatus();
 }
 
 void CudaBackend::SwiGlu(const float* gate, const float* up, int64_t n,

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
 
 namespace kvsession::kernels::cuda {
 
@@ -29,6 +30,13 @@ class CudaBackend final : public Backend {
     // them for later steps of the same shape (decode), which removes the
     // per-launch CPU cost (hundreds of launches a step).
     bool graphs = true;
+    // Positions per attention partition (attention.cu): 64 or 256. A
+    // token's attention output depends on it, so it stays fixed while a
+    // server runs; KV blocks must divide it.
+    int32_t attention_partition = kDefaultAttentionPartition;
+    // Cap on the attention workspace: longer batches run attention in
+    // slices of tokens (a token's result does not depend on the slice).
+    size_t attention_workspace_bytes = size_t{256} << 20;
   };
   // FAILED_PRECONDITION when there is no such device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
@@ -42,6 +50,10 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override;
   absl::StatusOr<WeightView> PrepareWeight(const WeightView& host) override;
+  // One allocation for the group, so that MatMuls runs it as one GEMM.
+  absl::StatusOr<std::vector<WeightView>> PrepareWeights(
+      std::span<const WeightView> host) override;
+  absl::Status RegisterWeights(std::span<const WeightView> ws) override;
   void CopyToHost(const void* src, void* dst, size_t bytes) override;
   void CopyFromHost(const void* src, void* dst, size_t bytes) override;
   void Synchronize() override;
@@ -56,6 +68,10 @@ class CudaBackend final : public Backend {
   void EndStep() override;
   // Turns step recording on or off (benchmarks compare the two).
   void set_graphs(bool on) { options_.graphs = on; }
+  // Benchmarks compare partition sizes in one run; a server never changes
+  // it (attention outputs would change between steps).
+  void set_attention_partition(int32_t partition);
+  absl::Status CheckBlockSize(int32_t block_size) const override;
   // Steps replayed from a recorded graph, and graphs recorded, since start.
   int64_t graph_replays() const { return graph_replays_; }
   int64_t graph_captures() const { return graph_captures_; }
@@ -91,6 +107,9 @@ class CudaBackend final : public Backend {
  private:
   explicit CudaBackend(const Options& options) : options_(options) {}
   absl::Status Init();
+  // Writes a host weight to dst as `target` (F16 or BF16), dequantizing on
+  // the device where the type allows; returns once it has landed.
+  absl::Status UploadWeight(const WeightView& host, GgmlType target, void* dst);
   // Grows a device scratch buffer (waits for the kernels using the old one).
   void* Grow(void** buf, size_t* cap, size_t bytes);
   // The device copy of an array BeginStep uploaded.
@@ -139,6 +158,7 @@ class CudaBackend final : public Backend {
     int32_t n_tokens = 0;
     int32_t n_logit_rows = 0;
     int32_t n_parts = 0;
+    int32_t partition = 0;
     const void* kv_base = nullptr;
     auto operator<=>(const GraphKey&) const = default;
   };

@@ -62,6 +62,7 @@ Gemm::~Gemm() {
   if (workspace_ != nullptr) cudaFree(workspace_);
   if (input_ != nullptr) cudaFree(input_);
   if (tail_ != nullptr) cudaFree(tail_);
+  if (joined_out_ != nullptr) cudaFree(joined_out_);
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
@@ -329,6 +330,24 @@ void Gemm::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
   MatMuls(ws, x, n_tokens, outs, padded_out);
 }
 
+bool Gemm::Joined(std::span<const WeightView* const> ws, WeightView* joined) {
+  if (ws.size() < 2 || ws.size() > static_cast<size_t>(kMaxSplitColumns)) {
+    return false;
+  }
+  *joined = *ws[0];
+  for (size_t i = 1; i < ws.size(); ++i) {
+    const WeightView& w = *ws[i];
+    const auto* end = static_cast<const uint8_t*>(joined->data) +
+                      static_cast<size_t>(joined->rows) * joined->row_bytes;
+    if (w.type != joined->type || w.cols != joined->cols ||
+        w.row_bytes != joined->row_bytes || w.data != end) {
+      return false;
+    }
+    joined->rows += w.rows;
+  }
+  return true;
+}
+
 void Gemm::MatMuls(std::span<const WeightView* const> ws, const float* x,
                    int64_t n_tokens, std::span<float* const> outs,
                    bool padded_out) {
@@ -340,6 +359,25 @@ void Gemm::MatMuls(std::span<const WeightView* const> ws, const float* x,
   KVS_CHECK_OK(Reserve(&input_, &input_cap_, chunks * N * row));
   LaunchConvertRows(x, n_tokens, chunks * N, w0.cols, w0.cols, w0.type, input_,
                     stream_);
+  WeightView joined;
+  if (padded_out && Joined(ws, &joined)) {
+    auto it = plans_.find(KeyOf(joined));
+    if (it != plans_.end()) {
+      void* buf = joined_out_;
+      KVS_CHECK_OK(Reserve(&buf, &joined_out_cap_,
+                           static_cast<size_t>(chunks * N * joined.rows) *
+                               sizeof(float)));
+      joined_out_ = static_cast<float*>(buf);
+      RunChunks(it->second, joined, n_tokens, joined_out_, /*padded_out=*/true);
+      int64_t widths[kMaxSplitColumns];
+      for (size_t i = 0; i < ws.size(); ++i) widths[i] = ws[i]->rows;
+      LaunchSplitColumns(joined_out_, n_tokens,
+                         std::span<const int64_t>(widths, ws.size()), outs,
+                         stream_);
+      ++joined_runs_;
+      return;
+    }
+  }
   for (size_t i = 0; i < ws.size(); ++i) {
     const WeightView& w = *ws[i];
     KVS_CHECK(w.cols == w0.cols && w.type == w0.type)

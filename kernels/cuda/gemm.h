@@ -57,10 +57,18 @@ class Gemm {
   void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
               float* out, bool padded_out = false);
   // The same for several weights of one input width and type: x is
-  // rounded once.
+  // rounded once. Weights stored back to back whose joined shape is
+  // prepared (Joined) run as one GEMM, whose output rows are split into
+  // `outs` (padded_out only): small GEMMs such as K and V of a GQA model
+  // read their weights far below the bandwidth a single wide one reaches.
   void MatMuls(std::span<const WeightView* const> ws, const float* x,
                int64_t n_tokens, std::span<float* const> outs,
                bool padded_out);
+  // The one weight that `ws` (same type and width, up to kMaxSplitColumns)
+  // form when each starts where the previous ends; false otherwise.
+  static bool Joined(std::span<const WeightView* const> ws, WeightView* joined);
+  // MatMuls calls that ran as one GEMM (tests).
+  int64_t joined_runs() const { return joined_runs_; }
 
   int32_t columns() const { return options_.columns; }
   // Changes whenever a buffer MatMul uses is reallocated (a recorded CUDA
@@ -99,6 +107,9 @@ class Gemm {
   size_t input_cap_ = 0;
   float* tail_ = nullptr;  // output of a partial last chunk
   size_t tail_cap_ = 0;
+  float* joined_out_ = nullptr;  // output of a joined GEMM before its split
+  size_t joined_out_cap_ = 0;
+  int64_t joined_runs_ = 0;
   std::map<Key, Plan> plans_;
   uint64_t generation_ = 0;
 };

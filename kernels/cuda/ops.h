@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/kv_cache_view.h"
@@ -43,6 +44,12 @@ void LaunchAdd(const float* a, const float* b, int64_t n, float* out,
 // gather_rows.cu: dst[i] = src[rows[i]], rows of `dim` floats.
 void LaunchGatherRows(const float* src, const int32_t* rows, int64_t n_rows,
                       int64_t dim, float* dst, cudaStream_t stream);
+
+// split_columns.cu: row r of src (widths summed) to its segments, segment
+// i at dsts[i] + r * widths[i]; at most kMaxSplitColumns outputs.
+void LaunchSplitColumns(const float* src, int64_t n_rows,
+                        std::span<const int64_t> widths,
+                        std::span<float* const> dsts, cudaStream_t stream);
 
 // convert.cu: f32 rows to F16 or BF16 (round to nearest even, as
 // QuantizeRow), for GEMM inputs: row r of `n_cols` floats at x + r * n_cols
@@ -75,18 +82,21 @@ void LaunchKvWrite(const KvCacheView& kv, int32_t layer,
 // attention.cu: causal attention over the paged KV cache, the CPU
 // Attention's contract. Split-K over positions (flash-decoding) so that one
 // long sequence still fills the GPU: partition j of every token covers the
-// absolute positions [j * kAttentionPartition, (j + 1) * kAttentionPartition)
-// whatever the batch, and partitions are merged in index order, so a token's
-// result is the same in prefill and in decode. `max_position` bounds
-// positions[] (it sizes the grid only); `workspace` holds
-// AttentionWorkspaceFloats() floats.
-inline constexpr int32_t kAttentionPartition = 256;
+// absolute positions [j * partition, (j + 1) * partition) whatever the
+// batch, and partitions are merged in index order, so a token's result is
+// the same in prefill and in decode for one `partition` (64 or 256; the
+// block size must divide it). `max_position` bounds positions[] (it sizes
+// the grid only); `workspace` holds AttentionWorkspaceFloats() floats.
+inline constexpr int32_t kDefaultAttentionPartition = 64;
+bool IsAttentionPartition(int32_t partition);
 int64_t AttentionWorkspaceFloats(int32_t n_tokens, int32_t n_heads,
-                                 int32_t head_dim, int32_t max_position);
+                                 int32_t head_dim, int32_t partition,
+                                 int32_t max_position);
 void LaunchAttention(const KvCacheView& kv, int32_t layer,
                      const TokenPlacement& placement, const float* q,
-                     const AttentionParams& params, int32_t max_position,
-                     float* workspace, float* out, cudaStream_t stream);
+                     const AttentionParams& params, int32_t partition,
+                     int32_t max_position, float* workspace, float* out,
+                     cudaStream_t stream);
 
 // sample.cu: one token per logits row, the CPU SampleTokens' contract.
 // `rows` (device) holds n_rows SampleRow; `workspace` holds

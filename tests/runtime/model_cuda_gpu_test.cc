@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/backend_factory.h"
+#include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/model_bundle.h"
 #include "runtime/sequence_runner.h"
@@ -74,7 +75,7 @@ const std::string& TinyPath() {
   return *path;
 }
 
-// 300 tokens cross the attention's 256-position partitions.
+// 300 tokens cross several of the attention's 64-position partitions.
 constexpr int kLong = 300;
 
 TEST(ModelCudaTest, PrefillAndDecodeAreBitwiseIdentical) {
@@ -93,9 +94,27 @@ TEST(ModelCudaTest, PrefillAndDecodeAreBitwiseIdentical) {
     stepwise.insert(stepwise.end(), one.begin(), one.end());
   }
   EXPECT_TRUE(BitwiseEqual(all, stepwise));
-  for (int32_t p : {0, 1, 15, 16, 17, 255, 256, 299}) {
+  for (int32_t p : {0, 1, 15, 16, 17, 63, 64, 255, 256, 299}) {
     ASSERT_EQ(TokenKv(*prefill, p), TokenKv(*decode, p)) << "position " << p;
   }
+}
+
+// KV blocks must divide the attention's partition of 64 positions: the
+// engine refuses other sizes at start-up instead of failing in a step.
+TEST(ModelCudaTest, EngineRefusesBlocksTheAttentionCannotAddress) {
+  REQUIRE_CUDA();
+  auto b = Load(TinyPath(), "cuda");
+  ASSERT_NE(b, nullptr);
+  Engine::Options o;
+  o.kv_device_bytes = 16ll << 20;
+  for (int32_t bad : {48, 128}) {
+    o.block_size = bad;
+    EXPECT_EQ(Engine::Create(b.get(), o).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  o.block_size = 32;
+  EXPECT_TRUE(Engine::Create(b.get(), o).ok());
 }
 
 TEST(ModelCudaTest, ChunkLengthDoesNotChangeAnyBit) {

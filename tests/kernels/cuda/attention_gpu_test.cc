@@ -45,8 +45,9 @@ struct Query {
 class Fixture {
  public:
   Fixture(int32_t n_kv_heads, int32_t head_dim, int32_t block_size,
-          const std::vector<int32_t>& seq_lengths, uint32_t seed)
-      : lengths_(seq_lengths) {
+          int32_t partition, const std::vector<int32_t>& seq_lengths,
+          uint32_t seed)
+      : partition_(partition), lengths_(seq_lengths) {
     std::mt19937 rng(seed);
     int32_t most_blocks = 1;
     for (const int32_t len : lengths_) {
@@ -98,7 +99,8 @@ class Fixture {
     DeviceBuffer d_tab = ToDevice(tables);
     DeviceBuffer d_q = ToDevice(std::vector<float>(q, q + n * width));
     const int64_t ws_floats =
-        AttentionWorkspaceFloats(n, n_heads, kv_.head_dim, max_position);
+        AttentionWorkspaceFloats(n, n_heads, kv_.head_dim, partition_,
+                                 max_position);
     DeviceBuffer d_ws(static_cast<size_t>(ws_floats) * sizeof(float));
     DeviceBuffer d_out(n * width * sizeof(float));
     // NaN everywhere first: unwritten output or partials show up.
@@ -106,8 +108,8 @@ class Fixture {
     EXPECT_EQ(cudaMemset(d_out.get(), 0xff, d_out.bytes()), cudaSuccess);
     LaunchAttention(kv_dev_, kLayer,
                     {n, d_pos.as<int32_t>(), d_tab.as<const int32_t* const>()},
-                    d_q.as<float>(), {n_heads, scale()}, max_position,
-                    d_ws.as<float>(), d_out.as<float>(), nullptr);
+                    d_q.as<float>(), {n_heads, scale()}, partition_,
+                    max_position, d_ws.as<float>(), d_out.as<float>(), nullptr);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess);
     return ToHost<float>(d_out, n * width);
   }
@@ -173,6 +175,7 @@ class Fixture {
   }
 
  private:
+  int32_t partition_;
   std::vector<int32_t> lengths_;
   KvCacheView kv_;
   KvCacheView kv_dev_;
@@ -241,23 +244,29 @@ std::vector<float> RandomQ(size_t n, uint32_t seed) {
   return q;
 }
 
-// (head_dim, n_heads, block_size); n_kv_heads = 2 unless noted.
-using Shape = std::tuple<int, int, int>;
+// (head_dim, n_heads, block_size, partition); n_kv_heads = 2 unless noted.
+using Shape = std::tuple<int, int, int, int>;
+
+std::string ShapeName(const ::testing::TestParamInfo<Shape>& info) {
+  return absl::StrCat("hd", std::get<0>(info.param), "_heads",
+                      std::get<1>(info.param), "_bs", std::get<2>(info.param),
+                      "_part", std::get<3>(info.param));
+}
 
 class AttentionGpuTest : public ::testing::TestWithParam<Shape> {};
 
 // Context lengths (positions + 1) of the decode-style batch: both sides of
-// block and partition boundaries, and long contexts.
-const std::vector<int32_t> kContexts = {1,   15,   17,   255, 256,
-                                        257, 1000, 4099, 8192};
+// block and partition boundaries (64 and 256), and long contexts.
+const std::vector<int32_t> kContexts = {1,   15,  17,   63,   64,  65,
+                                        255, 256, 257, 1000, 4099, 8192};
 
 TEST_P(AttentionGpuTest, MatchesCpu) {
   KVS_REQUIRE_GPU();
-  const auto [head_dim, n_heads, block_size] = GetParam();
+  const auto [head_dim, n_heads, block_size, partition] = GetParam();
   constexpr int32_t kKvHeads = 2;
-  const std::string shape =
-      absl::StrCat("head_dim ", head_dim, " n_heads ", n_heads, " n_kv_heads ",
-                   kKvHeads, " block_size ", block_size);
+  const std::string shape = absl::StrCat(
+      "head_dim ", head_dim, " n_heads ", n_heads, " n_kv_heads ", kKvHeads,
+      " block_size ", block_size, " partition ", partition);
   SCOPED_TRACE(shape);
   // Sequences: one per context of kContexts, then 64 decode sequences of
   // random length, one with a prefill chunk crossing position 256, one
@@ -272,7 +281,7 @@ TEST_P(AttentionGpuTest, MatchesCpu) {
   lengths.push_back(280);
   const int32_t mixed_seq = static_cast<int32_t>(lengths.size());
   lengths.push_back(514);
-  const Fixture f(kKvHeads, head_dim, block_size, lengths,
+  const Fixture f(kKvHeads, head_dim, block_size, partition, lengths,
                   static_cast<uint32_t>(rng()));
   const size_t width = size_t(n_heads) * head_dim;
 
@@ -336,12 +345,8 @@ INSTANTIATE_TEST_SUITE_P(
     // n_heads 2, 6, 8, 16 over 2 KV heads: GQA ratios 1, 3, 4, 8.
     ::testing::Combine(::testing::Values(64, 128),
                        ::testing::Values(2, 6, 8, 16),
-                       ::testing::Values(16, 32)),
-    [](const auto& info) {
-      return absl::StrCat("hd", std::get<0>(info.param), "_heads",
-                          std::get<1>(info.param), "_bs",
-                          std::get<2>(info.param));
-    });
+                       ::testing::Values(16, 32), ::testing::Values(64, 256)),
+    ShapeName);
 
 // Shapes outside the main grid: head_dim 256, a GQA group larger than one
 // CTA's head slice (12 query heads on one KV head), 8 KV heads, block size
@@ -349,17 +354,19 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(AttentionGpuShapeTest, OtherShapes) {
   KVS_REQUIRE_GPU();
   struct OtherShape {
-    int32_t head_dim, n_heads, n_kv_heads, block_size;
+    int32_t head_dim, n_heads, n_kv_heads, block_size, partition;
   };
   for (const OtherShape& s :
-       {OtherShape{256, 4, 2, 16}, OtherShape{128, 12, 1, 16},
-        OtherShape{64, 32, 8, 64}, OtherShape{64, 3, 1, 1}}) {
+       {OtherShape{256, 4, 2, 16, 64}, OtherShape{256, 4, 2, 16, 256},
+        OtherShape{128, 12, 1, 16, 64}, OtherShape{128, 12, 1, 16, 256},
+        OtherShape{64, 32, 8, 64, 64}, OtherShape{64, 3, 1, 1, 256}}) {
     const std::string shape = absl::StrCat(
         "head_dim ", s.head_dim, " n_heads ", s.n_heads, " n_kv_heads ",
-        s.n_kv_heads, " block_size ", s.block_size);
+        s.n_kv_heads, " block_size ", s.block_size, " partition ",
+        s.partition);
     SCOPED_TRACE(shape);
-    const Fixture f(s.n_kv_heads, s.head_dim, s.block_size, {1, 300, 700, 1025},
-                    99);
+    const Fixture f(s.n_kv_heads, s.head_dim, s.block_size, s.partition,
+                    {1, 300, 700, 1025}, 99);
     const std::vector<Query> qs = {{0, 0},    {1, 299}, {2, 699},
                                    {3, 1024}, {3, 767}, {3, 768}};
     const std::vector<float> q = RandomQ(qs.size() * s.n_heads * s.head_dim, 7);
@@ -379,13 +386,14 @@ class AttentionInvarianceTest : public ::testing::TestWithParam<Shape> {};
 
 TEST_P(AttentionInvarianceTest, PrefillDecodeAndMixedBatchesAgreeBitwise) {
   KVS_REQUIRE_GPU();
-  const auto [head_dim, n_heads, block_size] = GetParam();
+  const auto [head_dim, n_heads, block_size, partition] = GetParam();
   constexpr int32_t kKvHeads = 2;
-  const std::string shape =
-      absl::StrCat("head_dim ", head_dim, " n_heads ", n_heads, " n_kv_heads ",
-                   kKvHeads, " block_size ", block_size);
+  const std::string shape = absl::StrCat(
+      "head_dim ", head_dim, " n_heads ", n_heads, " n_kv_heads ", kKvHeads,
+      " block_size ", block_size, " partition ", partition);
   SCOPED_TRACE(shape);
-  const Fixture f(kKvHeads, head_dim, block_size, {4212, 8192, 700},
+  const Fixture f(kKvHeads, head_dim, block_size, partition,
+                  {4212, 8192, 700},
                   static_cast<uint32_t>(head_dim + n_heads + block_size));
   const size_t width = size_t(n_heads) * head_dim;
   const size_t row_bytes = width * sizeof(float);
@@ -438,14 +446,11 @@ TEST_P(AttentionInvarianceTest, PrefillDecodeAndMixedBatchesAgreeBitwise) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionInvarianceTest,
-                         ::testing::Values(Shape{128, 8, 16}, Shape{64, 6, 32},
-                                           Shape{128, 16, 32}),
-                         [](const auto& info) {
-                           return absl::StrCat("hd", std::get<0>(info.param),
-                                               "_heads",
-                                               std::get<1>(info.param), "_bs",
-                                               std::get<2>(info.param));
-                         });
+                         ::testing::Values(Shape{128, 8, 16, 64},
+                                           Shape{128, 8, 16, 256},
+                                           Shape{64, 6, 32, 64},
+                                           Shape{128, 16, 32, 256}),
+                         ShapeName);
 
 }  // namespace
 }  // namespace kvsession::kernels::cuda

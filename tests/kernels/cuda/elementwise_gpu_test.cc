@@ -1,5 +1,5 @@
 // The elementwise CUDA ops against their CPU references: SwiGlu, Add,
-// GatherRows and ConvertRows, over sizes that hit the vectorized and the
+// GatherRows, SplitColumns and ConvertRows, over sizes that hit the vectorized and the
 // scalar paths (aligned and misaligned pointers, odd lengths), in place.
 #include <cuda_runtime_api.h>
 
@@ -248,6 +248,49 @@ INSTANTIATE_TEST_SUITE_P(Dims, GatherRowsGpuTest,
                            return absl::StrCat("dim", info.param);
                          });
 
+// ---- SplitColumns ----
+
+// A copy: bitwise equal to the CPU SplitColumns, buffers past each
+// segment's rows untouched.
+void CheckSplitColumns(int n_rows, const std::vector<int64_t>& widths) {
+  SCOPED_TRACE(absl::StrCat("n_rows ", n_rows, " segments ", widths.size(),
+                            " first width ", widths[0]));
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+  std::mt19937 rng(static_cast<uint32_t>(n_rows * 31 + total));
+  const std::vector<float> src = Uniform(int64_t{n_rows} * total, -5, 5, rng);
+  constexpr int kSpareRows = 2;  // must keep their fill
+  std::vector<std::vector<float>> want;
+  std::vector<float*> want_ptrs;
+  std::vector<DeviceBuffer> d_dsts;
+  std::vector<float*> d_ptrs;
+  for (int64_t w : widths) {
+    want.emplace_back(size_t(n_rows + kSpareRows) * size_t(w), 7.0f);
+    want_ptrs.push_back(want.back().data());
+    d_dsts.push_back(ToDevice(want.back()));
+    d_ptrs.push_back(d_dsts.back().as<float>());
+  }
+  SplitColumns(src.data(), n_rows, widths, want_ptrs, CpuExec{2});
+  const DeviceBuffer d_src = ToDevice(src);
+  LaunchSplitColumns(d_src.as<float>(), n_rows, widths, d_ptrs, nullptr);
+  for (size_t i = 0; i < widths.size(); ++i) {
+    ExpectBitsEqual(ToHost<float>(d_dsts[i], want[i].size()), want[i],
+                    absl::StrCat("segment ", i));
+  }
+}
+
+TEST(SplitColumnsGpuTest, BitwiseEqualsCpu) {
+  KVS_REQUIRE_GPU();
+  // Q, K, V of Llama-3-8B and of the default model; odd widths; one and
+  // four segments.
+  for (const int n_rows : {1, 64, 513}) {
+    CheckSplitColumns(n_rows, {4096, 1024, 1024});
+    CheckSplitColumns(n_rows, {576, 192, 192});
+    CheckSplitColumns(n_rows, {5, 300, 1, 77});
+    CheckSplitColumns(n_rows, {1000});
+  }
+}
+
 // ---- ConvertRows ----
 
 // f32 values that exercise RNE to F16 and BF16: ordinary values, every
@@ -359,7 +402,11 @@ TEST_P(ConvertRowsGpuTest, BitwiseEqualsQuantizeRow) {
   for (const ConvertCase& c :
        {ConvertCase{1, 1, 64, 64}, ConvertCase{5, 8, 576, 576},
         ConvertCase{64, 64, 4096, 4104}, ConvertCase{3000, 3008, 77, 80},
-        ConvertCase{0, 16, 64, 64}, ConvertCase{7, 7, 1, 3}}) {
+        ConvertCase{0, 16, 64, 64}, ConvertCase{7, 7, 1, 3},
+        // Several column tiles of 2048: whole, a last tile of one vector,
+        // and the scalar path across tiles.
+        ConvertCase{1, 64, 14336, 14336}, ConvertCase{2, 64, 2056, 2064},
+        ConvertCase{3, 4, 4100, 4100}}) {
     CheckConvertRows(GetParam(), c);
   }
 }

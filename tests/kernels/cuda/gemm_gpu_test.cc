@@ -2,6 +2,7 @@
 // a token's output row is bitwise the same whatever the number of tokens
 // in the call and the token's place among them.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -166,6 +167,64 @@ TEST_P(GemmTest, SharedInputAndPaddedOutputGiveTheSameRows) {
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)),
               0);
   }
+}
+
+// Weights stored back to back (Q, K and V) run as one GEMM of their joined
+// shape, split into their outputs: each part's rows are bitwise the rows of
+// the whole weight's own product. Weights that are not adjacent run apart.
+TEST_P(GemmTest, AdjacentWeightsRunAsOneGemm) {
+  const GemmCase& c = GetParam();
+  const int64_t r0 = c.rows / 2, r1 = c.rows / 4, r2 = c.rows - r0 - r1;
+  WeightView parts[3] = {w_, w_, w_};
+  int64_t first = 0;
+  for (int i = 0; i < 3; ++i) {
+    parts[i].rows = i == 0 ? r0 : i == 1 ? r1 : r2;
+    parts[i].data = static_cast<const uint8_t*>(w_.data) + first * w_.row_bytes;
+    first += parts[i].rows;
+    ASSERT_TRUE(gemm_->Prepare(parts[i]).ok());
+  }
+  const WeightView* ws[3] = {&parts[0], &parts[1], &parts[2]};
+  WeightView joined;
+  ASSERT_TRUE(Gemm::Joined(ws, &joined));
+  EXPECT_EQ(joined.rows, c.rows);
+  EXPECT_EQ(joined.data, w_.data);
+
+  const int64_t n = c.columns + 3;
+  const int64_t padded = 2 * c.columns;
+  std::vector<float> x = RandomX(n, 13);
+  std::vector<float> whole = Run(x, n);
+  DeviceBuffer dx = ToDevice(x);
+  std::vector<DeviceBuffer> outs_buf;
+  float* outs[3];
+  for (int i = 0; i < 3; ++i) {
+    outs_buf.emplace_back(padded * parts[i].rows * sizeof(float));
+    outs[i] = outs_buf.back().as<float>();
+  }
+  const int64_t runs = gemm_->joined_runs();
+  gemm_->MatMuls(ws, dx.as<float>(), n, outs, /*padded_out=*/true);
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  EXPECT_EQ(gemm_->joined_runs(), runs + 1);
+  int64_t offset = 0;
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<float> got =
+        ToHost<float>(outs_buf[i], n * parts[i].rows);
+    for (int64_t t = 0; t < n; ++t) {
+      ASSERT_EQ(std::memcmp(got.data() + t * parts[i].rows,
+                            whole.data() + t * c.rows + offset,
+                            parts[i].rows * sizeof(float)),
+                0)
+          << "part " << i << " token " << t;
+    }
+    offset += parts[i].rows;
+  }
+
+  // Out of order, the parts are not adjacent: three GEMMs.
+  const WeightView* shuffled[3] = {&parts[1], &parts[0], &parts[2]};
+  EXPECT_FALSE(Gemm::Joined(shuffled, &joined));
+  float* souts[3] = {outs[1], outs[0], outs[2]};
+  gemm_->MatMuls(shuffled, dx.as<float>(), n, souts, /*padded_out=*/true);
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  EXPECT_EQ(gemm_->joined_runs(), runs + 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(
