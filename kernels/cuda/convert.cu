@@ -25,8 +25,9 @@ constexpr int64_t kTileCols = int64_t{kThreads} * kPerThread;
 
 // One CTA per (row, tile of kTileCols columns); every thread converts
 // kPerThread elements with its loads issued together. A CTA per row that
-// walked the whole row was latency bound: a 14336-wide row took 56
-// dependent load round trips per thread (about 20 us at 64 rows on an H200).
+// walked the whole row was latency bound: a 14336-wide row took 56 load
+// round trips one after another per thread (about 20 us at 64 rows on an
+// H200).
 // kVector: rows are whole 16-byte units (n_cols and ld_out multiples of 8,
 // aligned pointers), so each thread moves two float4 and one uint4.
 template <bool kBf16, bool kVector>
