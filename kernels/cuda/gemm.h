@@ -11,7 +11,8 @@
 // bits twice (a kernel whose reduction depends on the tile's place, or that
 // reduces with atomics, fails), so a token's output is the same in a
 // prefill chunk and in a decode step. Of the candidates that pass, the
-// fastest on the device is kept.
+// fastest on the device is kept, timed with the weight streaming from
+// memory as in a decode step (never from L2).
 #ifndef KVSESSION_KERNELS_CUDA_GEMM_H_
 #define KVSESSION_KERNELS_CUDA_GEMM_H_
 
@@ -84,7 +85,7 @@ class Gemm {
     cublasLtMatmulAlgo_t algo{};
     int candidate = 0;  // index in the heuristic's list
     int32_t split_k = 1;
-    float micros = 0;  // measured when chosen
+    float micros = 0;  // measured when chosen (weight not in L2)
   };
   using Key = std::tuple<int64_t, int64_t, int>;  // rows, cols, type
 
