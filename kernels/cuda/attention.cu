@@ -10,22 +10,24 @@
 //     workspace. The group's heads share each K/V load.
 //  2. CombineKernel, one CTA per (token, query head): with M = max m_j over
 //     the token's partitions, out = (sum_j exp(m_j - M) acc_j) /
-//     (sum_j exp(m_j - M) l_j), both sums in increasing j. It runs for one
-//     partition too, so every token takes the same path.
+//     (sum_j exp(m_j - M) l_j). kGroups thread groups each sum the
+//     partitions j = g (mod kGroups) in increasing j, and the groups'
+//     sums are added in g order. It runs for one partition too, so every
+//     token takes the same path.
 //
 // Batch invariance: every reduction (dot products, max, sums over a
 // partition's positions, the merge over partitions) has an order fixed by
 // the token's own position, the partition size P and the constants below;
 // nothing depends on the grid, n_tokens or max_position, which only decide
-// how many CTAs exist.
+// how many CTAs exist. So a token's output is bitwise the same in a prefill
+// batch and alone in a decode step. All arithmetic is spelled with _rn
+// intrinsics so that no FMA contraction can differ between template
+// instances.
 //
 // P is 64 or 256, fixed for a backend's lifetime. 64 gives a decode token
 // four times as many CTAs, each with a quarter of the serial work (one
 // token at 1k context: 128 CTAs instead of 32 on 132 SMs); 256 merges a
 // quarter as many partitions, which long prefills read back.
-// So a token's output is bitwise the same in a prefill batch and alone in a
-// decode step. All arithmetic is spelled with _rn intrinsics so that no
-// FMA contraction can differ between template instances.
 //
 // Like the CPU reference, queries are rounded to f16 before they meet K.
 // Unlike it, the softmax weights stay f32 (the CPU rounds normalized
@@ -283,37 +285,71 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One CTA per (token, query head), one thread per output element. Every
-// thread computes M and L itself (same operations, same bits).
+// One CTA per (token, query head): kGroups groups of HD threads, one thread
+// per output element in each group. The partitions' maxima are reduced in
+// parallel (max is exact in any order); the weighted sums walk the
+// partitions in kGroups interleaved chains, so a token at 8k context with
+// P = 64 waits on 32 serial steps per chain rather than 128.
+constexpr int kGroups = 4;
+
 template <int HD, int kPart>
-__global__ void __launch_bounds__(HD)
+__global__ void __launch_bounds__(HD * kGroups)
     CombineKernel(const int32_t* __restrict__ positions, int32_t n_heads,
                   int32_t n_parts, int32_t max_position, Workspace ws,
                   float* __restrict__ out) {
+  __shared__ float group_max[HD * kGroups / 32];
+  __shared__ float group_num[kGroups][HD];
+  __shared__ float group_l[kGroups];
   const int64_t t = blockIdx.x;
   const int32_t h = blockIdx.y;
-  const int d = threadIdx.x;
+  const int d = threadIdx.x % HD;
+  const int g = threadIdx.x / HD;
   const int32_t pos = positions[t];
   float* o = out + (t * n_heads + h) * HD;
   if (pos < 0 || pos > max_position) {
     // The partitions were never computed: make the broken contract visible.
-    o[d] = NAN;
+    if (g == 0) o[d] = NAN;
     return;
   }
   const int32_t parts = pos / kPart + 1;
   const int64_t entry0 = (t * n_heads + h) * n_parts;
   const float* ml = ws.ml + entry0 * 2;
   const float* acc = ws.acc + entry0 * HD + d;
+
+  float m = -INFINITY;
+  for (int32_t j = threadIdx.x; j < parts; j += HD * kGroups) {
+    m = fmaxf(m, ml[2 * j]);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
+  }
+  if (threadIdx.x % 32 == 0) group_max[threadIdx.x / 32] = m;
+  __syncthreads();
   float m_all = -INFINITY;
-  for (int32_t j = 0; j < parts; ++j) m_all = fmaxf(m_all, ml[2 * j]);
-  float l_all = 0.0f;
+#pragma unroll
+  for (int w = 0; w < HD * kGroups / 32; ++w) m_all = fmaxf(m_all, group_max[w]);
+
+  float l = 0.0f;
   float num = 0.0f;
-  for (int32_t j = 0; j < parts; ++j) {
+#pragma unroll 4
+  for (int32_t j = g; j < parts; j += kGroups) {
     const float w = expf(__fsub_rn(ml[2 * j], m_all));
-    l_all = __fmaf_rn(w, ml[2 * j + 1], l_all);
+    l = __fmaf_rn(w, ml[2 * j + 1], l);
     num = __fmaf_rn(w, acc[int64_t{j} * HD], num);
   }
-  o[d] = __fdiv_rn(num, l_all);
+  group_num[g][d] = num;
+  if (d == 0) group_l[g] = l;
+  __syncthreads();
+  if (g != 0) return;
+  float l_all = group_l[0];
+  float num_all = group_num[0][d];
+#pragma unroll
+  for (int k = 1; k < kGroups; ++k) {
+    l_all = __fadd_rn(l_all, group_l[k]);
+    num_all = __fadd_rn(num_all, group_num[k][d]);
+  }
+  o[d] = __fdiv_rn(num_all, l_all);
 }
 
 template <int HD, int kPart>
@@ -338,7 +374,7 @@ void LaunchForShape(const KvCacheView& kv, int32_t layer,
   KVS_CUDA_LAUNCH_CHECK();
   const dim3 combine_grid(static_cast<unsigned>(placement.n_tokens),
                           static_cast<unsigned>(params.n_heads));
-  CombineKernel<HD, kPart><<<combine_grid, HD, 0, stream>>>(
+  CombineKernel<HD, kPart><<<combine_grid, HD * kGroups, 0, stream>>>(
       placement.positions, params.n_heads, n_parts, max_position, ws, out);
   KVS_CUDA_LAUNCH_CHECK();
 }

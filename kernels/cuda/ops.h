@@ -83,10 +83,11 @@ void LaunchKvWrite(const KvCacheView& kv, int32_t layer,
 // Attention's contract. Split-K over positions (flash-decoding) so that one
 // long sequence still fills the GPU: partition j of every token covers the
 // absolute positions [j * partition, (j + 1) * partition) whatever the
-// batch, and partitions are merged in index order, so a token's result is
-// the same in prefill and in decode for one `partition` (64 or 256; the
-// block size must divide it). `max_position` bounds positions[] (it sizes
-// the grid only); `workspace` holds AttentionWorkspaceFloats() floats.
+// batch, and partitions are merged in an order fixed by the position, so a
+// token's result is the same in prefill and in decode for one `partition`
+// (64 or 256; the block size must divide it). `max_position` bounds
+// positions[] (it sizes the grid only); `workspace` holds
+// AttentionWorkspaceFloats() floats.
 inline constexpr int32_t kDefaultAttentionPartition = 64;
 bool IsAttentionPartition(int32_t partition);
 int64_t AttentionWorkspaceFloats(int32_t n_tokens, int32_t n_heads,

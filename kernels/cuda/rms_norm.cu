@@ -19,6 +19,7 @@ namespace kvsession::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kBatch = 16;  // loads in flight per thread
 
 __global__ void __launch_bounds__(kThreads)
     RmsNormKernel(const float* x, const float* __restrict__ weight, int64_t dim,
@@ -33,11 +34,25 @@ __global__ void __launch_bounds__(kThreads)
   const float* xr = x + row * dim;
   float* yr = out + row * dim;
 
+  // Each thread's elements are i = threadIdx.x + j * kThreads in increasing
+  // j (the order of the sum). Loads go kBatch at a time before their use:
+  // one at a time, a row of 4096 took 16 serial round trips per thread,
+  // likely most of the 4.3 us an H200 measured for one decode row.
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
-    // The square is rounded to f32 first, as the CPU does.
-    const float sq = __fmul_rn(xr[i], xr[i]);
-    sum = __dadd_rn(sum, static_cast<double>(sq));
+  for (int64_t base = threadIdx.x; base < dim; base += kThreads * kBatch) {
+    float v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = base + int64_t{j} * kThreads;
+      v[j] = i < dim ? xr[i] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (base + int64_t{j} * kThreads >= dim) break;
+      // The square is rounded to f32 first, as the CPU does.
+      const float sq = __fmul_rn(v[j], v[j]);
+      sum = __dadd_rn(sum, static_cast<double>(sq));
+    }
   }
   const double total = BlockReduce(temp).Sum(sum);
   if (threadIdx.x == 0) {
@@ -47,8 +62,20 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float scale = scale_shared;
-  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
-    yr[i] = __fmul_rn(__fmul_rn(xr[i], scale), weight[i]);
+  for (int64_t base = threadIdx.x; base < dim; base += kThreads * kBatch) {
+    float v[kBatch], w[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = base + int64_t{j} * kThreads;
+      v[j] = i < dim ? xr[i] : 0.0f;
+      w[j] = i < dim ? weight[i] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = base + int64_t{j} * kThreads;
+      if (i >= dim) break;
+      yr[i] = __fmul_rn(__fmul_rn(v[j], scale), w[j]);
+    }
   }
 }
 
