@@ -359,8 +359,8 @@ absl::Status DecodeRow(CudaBackend& be, Model& model, int32_t batch,
   const ModelConfig& c = model.config();
   const int32_t total = kWarmupSteps + steps;
   if (int64_t{ctx} + total > c.context_length) {
-    Say("| %d | %d | | skipped: %d + %d steps exceed the context of %d | | | | | "
-        "|\n",
+    Say("| %d | %d | | skipped: %d + %d steps exceed the context of %d "
+        "| | | | | |\n",
         batch, ctx, ctx, total, c.context_length);
     return absl::OkStatus();
   }

@@ -150,6 +150,27 @@ class Backend {
                        int64_t n_tokens, std::span<float* const> outs) {
     for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n_tokens, outs[i]);
   }
+  // outs[i] = MatMul(*ws[i], RmsNorm(x)), where x += residual first (in
+  // place) unless residual is null. The norm's rows feed only these
+  // weights, so a backend may write them straight in the form its GEMMs
+  // read; `scratch` (padded like a MatMul output, dim wide) may hold them
+  // and may be `residual`.
+  virtual void AddNormMatMuls(float* x, const float* residual,
+                              const float* norm, int64_t n_tokens,
+                              int64_t dim, float eps, float* scratch,
+                              std::span<const WeightView* const> ws,
+                              std::span<float* const> outs) {
+    if (residual != nullptr) Add(x, residual, n_tokens * dim, x);
+    RmsNorm(x, norm, n_tokens, dim, eps, scratch);
+    MatMuls(ws, scratch, n_tokens, outs);
+  }
+  // out = MatMul(w, SwiGlu(gate, up)) for gate and up of n_tokens rows of
+  // w.cols; gate may be overwritten.
+  virtual void SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
+                            const WeightView& w, float* out) {
+    SwiGlu(gate, up, n_tokens * w.cols, gate);
+    MatMul(w, gate, n_tokens, out);
+  }
   // Rows that activation buffers are rounded up to (see MatMul).
   virtual int64_t RowPadding() const { return 1; }
   virtual void Rope(float* x, int64_t n_tokens, int32_t n_heads,

@@ -189,7 +189,8 @@ absl::Status Model::Validate(std::span<const SequenceChunk> batch,
           "model: chunk ", i, " covers positions [", s.start_pos, ", ", end,
           "), context is ", c.context_length));
     }
-    if (end > int64_t{kv.block_size} * s.block_table.size()) {
+    if (end > int64_t{kv.block_size} *
+                  static_cast<int64_t>(s.block_table.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model: chunk ", i, " ends at position ", end, " but its ",
           s.block_table.size(), " blocks hold ",
@@ -301,30 +302,29 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
   be.Embed(token_embd_, tokens_.data(), T, x);
   for (int32_t li = 0; li < c.n_layers; ++li) {
     const Layer& l = layers_[li];
-    be.RmsNorm(x, static_cast<const float*>(l.attn_norm.data), T, d,
-               c.rms_eps, h);
     {
+      // x += the previous layer's FFN output (h), then its norm feeds Q, K
+      // and V.
       const WeightView* ws[3] = {&l.wq, &l.wk, &l.wv};
       float* outs[3] = {q, k, v};
-      be.MatMuls(ws, h, T, outs);
+      be.AddNormMatMuls(x, li == 0 ? nullptr : h,
+                        static_cast<const float*>(l.attn_norm.data), T, d,
+                        c.rms_eps, h, ws, outs);
     }
     be.Rope(q, T, c.n_heads, positions_.data(), c.rope);
     be.Rope(k, T, c.n_kv_heads, positions_.data(), c.rope);
     be.KvWrite(kv, li, placement, k, v);
     be.Attention(kv, li, placement, q, attn, att);
     be.MatMul(l.wo, att, T, h);
-    be.Add(x, h, T * d, x);
-    be.RmsNorm(x, static_cast<const float*>(l.ffn_norm.data), T, d, c.rms_eps,
-               h);
     {
       const WeightView* ws[2] = {&l.w_gate, &l.w_up};
       float* outs[2] = {gate, up};
-      be.MatMuls(ws, h, T, outs);
+      be.AddNormMatMuls(x, h, static_cast<const float*>(l.ffn_norm.data), T,
+                        d, c.rms_eps, h, ws, outs);
     }
-    be.SwiGlu(gate, up, T * c.ffn_dim, gate);
-    be.MatMul(l.w_down, gate, T, h);
-    be.Add(x, h, T * d, x);
+    be.SwiGluMatMul(gate, up, T, l.w_down, h);
   }
+  be.Add(x, h, T * d, x);  // the last layer's FFN output
   if (R > 0) {
     // Only the rows that need logits go through the head.
     be.GatherRows(x, logit_rows_.data(), R, d, rows);
@@ -433,7 +433,9 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
   auto make_group = [&](std::initializer_list<Part> parts, int64_t cols,
                         float scale) -> absl::Status {
     size_t bytes = 0;
-    for (const Part& p : parts) bytes += static_cast<size_t>(p.rows * cols) * elem;
+    for (const Part& p : parts) {
+      bytes += static_cast<size_t>(p.rows * cols) * elem;
+    }
     absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
         backend_->Allocate(bytes);
     if (!buf.ok()) return buf.status();

@@ -328,7 +328,9 @@ __global__ void __launch_bounds__(HD * kGroups)
   __syncthreads();
   float m_all = -INFINITY;
 #pragma unroll
-  for (int w = 0; w < HD * kGroups / 32; ++w) m_all = fmaxf(m_all, group_max[w]);
+  for (int w = 0; w < HD * kGroups / 32; ++w) {
+    m_all = fmaxf(m_all, group_max[w]);
+  }
 
   float l = 0.0f;
   float num = 0.0f;

@@ -196,7 +196,8 @@ absl::StatusOr<WeightView> CudaBackend::PrepareWeight(const WeightView& host) {
 
 absl::StatusOr<std::vector<WeightView>> CudaBackend::PrepareWeights(
     std::span<const WeightView> host) {
-  const GgmlType target = host.empty() ? GgmlType::kF16 : GemmType(host[0].type);
+  const GgmlType target =
+      host.empty() ? GgmlType::kF16 : GemmType(host[0].type);
   bool joinable = host.size() >= 2 &&
                   host.size() <= static_cast<size_t>(kMaxSplitColumns);
   size_t bytes = 0;
@@ -227,7 +228,14 @@ absl::Status CudaBackend::RegisterWeights(std::span<const WeightView> ws) {
     ptrs.push_back(&w);
   }
   WeightView joined;
-  if (Gemm::Joined(ptrs, &joined)) return gemm_->Prepare(joined);
+  if (Gemm::Joined(ptrs, &joined)) {
+    // Without a batch-invariant algorithm for the joined shape, MatMuls
+    // runs the group as separate GEMMs: slower, never wrong.
+    if (absl::Status s = gemm_->Prepare(joined); !s.ok()) {
+      KVS_LOG(WARNING) << "cuda: weights of " << joined.rows << "x"
+                       << joined.cols << " run apart: " << s;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -532,6 +540,35 @@ void CudaBackend::MatMuls(std::span<const WeightView* const> ws,
                           const float* x, int64_t n_tokens,
                           std::span<float* const> outs) {
   gemm_->MatMuls(ws, x, n_tokens, outs, /*padded_out=*/true);
+}
+
+void CudaBackend::AddNormMatMuls(float* x, const float* residual,
+                                 const float* norm, int64_t n_tokens,
+                                 int64_t dim, float eps, float* scratch,
+                                 std::span<const WeightView* const> ws,
+                                 std::span<float* const> outs) {
+  (void)scratch;  // the rows go to the GEMM input directly
+  if (ws.empty() || n_tokens <= 0) return;
+  KVS_CHECK(ws[0]->cols == dim) << "norm width " << dim << ", weights "
+                                << ws[0]->cols;
+  const GgmlType type = ws[0]->type;
+  gemm_->MatMulsFrom(ws, n_tokens, outs, /*padded_out=*/true,
+                     [&](void* input, int64_t rows) {
+                       LaunchAddRmsNormRounded(x, residual, norm, n_tokens,
+                                               rows, dim, eps, type, input,
+                                               stream_);
+                     });
+}
+
+void CudaBackend::SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
+                               const WeightView& w, float* out) {
+  const WeightView* ws[1] = {&w};
+  float* outs[1] = {out};
+  gemm_->MatMulsFrom(ws, n_tokens, outs, /*padded_out=*/true,
+                     [&](void* input, int64_t rows) {
+                       LaunchSwiGluRounded(gate, up, n_tokens, rows, w.cols,
+                                           w.type, input, stream_);
+                     });
 }
 
 void CudaBackend::Rope(float* x, int64_t n_tokens, int32_t n_heads,

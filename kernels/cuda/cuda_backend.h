@@ -89,6 +89,15 @@ class CudaBackend final : public Backend {
               float* out) override;
   void MatMuls(std::span<const WeightView* const> ws, const float* x,
                int64_t n_tokens, std::span<float* const> outs) override;
+  // One launch rounds the norm (after the residual add) or SwiGLU straight
+  // into the GEMM input, where RmsNorm, Add, SwiGlu and ConvertRows were
+  // separate launches; the bits are the same.
+  void AddNormMatMuls(float* x, const float* residual, const float* norm,
+                      int64_t n_tokens, int64_t dim, float eps, float* scratch,
+                      std::span<const WeightView* const> ws,
+                      std::span<float* const> outs) override;
+  void SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
+                    const WeightView& w, float* out) override;
   int64_t RowPadding() const override { return options_.gemm_columns; }
   void Rope(float* x, int64_t n_tokens, int32_t n_heads,
             const int32_t* positions, const RopeParams& params) override;

@@ -379,13 +379,25 @@ void Gemm::MatMuls(std::span<const WeightView* const> ws, const float* x,
                    int64_t n_tokens, std::span<float* const> outs,
                    bool padded_out) {
   if (n_tokens <= 0 || ws.empty()) return;
+  const WeightView& w0 = *ws[0];
+  MatMulsFrom(ws, n_tokens, outs, padded_out,
+              [&](void* input, int64_t rows) {
+                LaunchConvertRows(x, n_tokens, rows, w0.cols, w0.cols,
+                                  w0.type, input, stream_);
+              });
+}
+
+void Gemm::MatMulsFrom(
+    std::span<const WeightView* const> ws, int64_t n_tokens,
+    std::span<float* const> outs, bool padded_out,
+    absl::FunctionRef<void(void* input, int64_t rows)> fill) {
+  if (n_tokens <= 0 || ws.empty()) return;
   const int64_t N = options_.columns;
   const int64_t chunks = (n_tokens + N - 1) / N;
   const WeightView& w0 = *ws[0];
   const size_t row = static_cast<size_t>(w0.cols) * 2;
   KVS_CHECK_OK(Reserve(&input_, &input_cap_, chunks * N * row));
-  LaunchConvertRows(x, n_tokens, chunks * N, w0.cols, w0.cols, w0.type, input_,
-                    stream_);
+  fill(input_, chunks * N);
   WeightView joined;
   if (padded_out && Joined(ws, &joined)) {
     auto it = plans_.find(KeyOf(joined));

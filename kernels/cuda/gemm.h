@@ -27,6 +27,7 @@
 #include <string>
 #include <tuple>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/kv_cache_view.h"
@@ -65,6 +66,13 @@ class Gemm {
   void MatMuls(std::span<const WeightView* const> ws, const float* x,
                int64_t n_tokens, std::span<float* const> outs,
                bool padded_out);
+  // MatMuls whose rounded input an op of the caller writes: `fill(input,
+  // rows)` must enqueue `rows` (n_tokens rounded up to columns()) rows of
+  // the weights' width in their type into `input`, rows past n_tokens zero
+  // (LaunchAddRmsNormRounded, LaunchSwiGluRounded). padded_out as above.
+  void MatMulsFrom(std::span<const WeightView* const> ws, int64_t n_tokens,
+                   std::span<float* const> outs, bool padded_out,
+                   absl::FunctionRef<void(void* input, int64_t rows)> fill);
   // The one weight that `ws` (same type and width, up to kMaxSplitColumns)
   // form when each starts where the previous ends; false otherwise.
   static bool Joined(std::span<const WeightView* const> ws, WeightView* joined);

@@ -28,6 +28,16 @@ void LaunchEmbed(const WeightView& table, const int32_t* tokens,
 void LaunchRmsNorm(const float* x, const float* weight, int64_t n_rows,
                    int64_t dim, float eps, float* out, cudaStream_t stream);
 
+// rms_norm.cu: Add, RmsNorm and ConvertRows in one launch, for a GEMM
+// input: if residual is not null, x += residual (in place, as LaunchAdd);
+// then row r of RmsNorm(x), rounded to `to` (F16 or BF16), goes to
+// out + r * dim elements; rows n_rows .. n_rows_padded - 1 of out are
+// zeroed. Bitwise the three ops' results.
+void LaunchAddRmsNormRounded(float* x, const float* residual,
+                             const float* weight, int64_t n_rows,
+                             int64_t n_rows_padded, int64_t dim, float eps,
+                             GgmlType to, void* out, cudaStream_t stream);
+
 // rope.cu: rotates x [n_tokens][n_heads * head_dim] in place.
 void LaunchRope(float* x, int64_t n_tokens, int32_t n_heads,
                 const int32_t* positions, const RopeParams& params,
@@ -36,6 +46,13 @@ void LaunchRope(float* x, int64_t n_tokens, int32_t n_heads,
 // swiglu.cu: out = silu(gate) * up.
 void LaunchSwiGlu(const float* gate, const float* up, int64_t n, float* out,
                   cudaStream_t stream);
+
+// swiglu.cu: SwiGlu of [n_rows][dim] gate and up, rounded to `to` into
+// out [n_rows_padded][dim] (padding rows zeroed): SwiGlu then ConvertRows,
+// bitwise, in one launch.
+void LaunchSwiGluRounded(const float* gate, const float* up, int64_t n_rows,
+                         int64_t n_rows_padded, int64_t dim, GgmlType to,
+                         void* out, cudaStream_t stream);
 
 // add.cu: out = a + b (out may alias a or b).
 void LaunchAdd(const float* a, const float* b, int64_t n, float* out,

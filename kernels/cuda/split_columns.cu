@@ -29,7 +29,8 @@ __global__ void __launch_bounds__(kThreads)
   if (c >= seg.start[seg.n]) return;
   int i = 0;
   while (c >= seg.start[i + 1]) ++i;
-  seg.dst[i][r * seg.width[i] + (c - seg.start[i])] = src[r * seg.start[seg.n] + c];
+  seg.dst[i][r * seg.width[i] + (c - seg.start[i])] =
+      src[r * seg.start[seg.n] + c];
 }
 
 }  // namespace

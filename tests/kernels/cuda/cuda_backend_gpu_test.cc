@@ -1,6 +1,6 @@
 // CudaBackend's own logic around the ops: attention run in token slices
 // under a workspace cap, recorded steps that follow the attention
-// partition, and the block sizes the backend accepts.
+// partition, fused GEMM inputs, and the block sizes the backend accepts.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/f16.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
 namespace kvsession::kernels::cuda {
@@ -164,6 +165,108 @@ TEST(CudaBackendTest, RecordedStepsFollowThePartition) {
     }
   }
   EXPECT_GT(be->graph_replays(), 0);
+}
+
+// Device buffer of n floats from FillRandom.
+std::unique_ptr<Buffer> RandomFloats(CudaBackend& be, int64_t n,
+                                     uint64_t seed) {
+  std::unique_ptr<Buffer> b = *be.Allocate(static_cast<size_t>(n) * 4);
+  be.FillRandom(GgmlType::kF32, b->data(), n, seed, 2.0f);
+  return b;
+}
+
+std::vector<float> Host(CudaBackend& be, const float* p, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  be.CopyToHost(p, v.data(), v.size() * sizeof(float));
+  return v;
+}
+
+// The fused norm (and residual add) or SwiGLU feeding the GEMM directly
+// gives the bits of the separate ops (the Backend defaults) on the same
+// backend, with Q, K and V stored as one group.
+TEST(CudaBackendTest, FusedGemmInputsEqualTheSeparateOps) {
+  KVS_REQUIRE_GPU();
+  auto be = MakeBackend(64, size_t{256} << 20);
+  ASSERT_NE(be, nullptr);
+  constexpr int64_t kDim = 256, kFfn = 512, kT = 5;
+  const int64_t pad = be->RowPadding();
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  auto host_weight = [&](int64_t rows, int64_t cols,
+                         std::vector<uint16_t>* data) {
+    data->resize(static_cast<size_t>(rows * cols));
+    for (uint16_t& x : *data) x = FloatToBf16(u(rng));
+    WeightView w;
+    w.type = GgmlType::kBF16;
+    w.data = data->data();
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = static_cast<size_t>(cols) * 2;
+    return w;
+  };
+  std::vector<uint16_t> hq, hk, hv, hd;
+  const WeightView host[3] = {host_weight(256, kDim, &hq),
+                              host_weight(64, kDim, &hk),
+                              host_weight(64, kDim, &hv)};
+  absl::StatusOr<std::vector<WeightView>> qkv = be->PrepareWeights(host);
+  ASSERT_TRUE(qkv.ok()) << qkv.status();
+  absl::StatusOr<WeightView> down =
+      be->PrepareWeight(host_weight(kDim, kFfn, &hd));
+  ASSERT_TRUE(down.ok()) << down.status();
+  const WeightView* ws[3] = {&(*qkv)[0], &(*qkv)[1], &(*qkv)[2]};
+  auto norm = RandomFloats(*be, kDim, 9);
+  auto residual = RandomFloats(*be, pad * kDim, 10);
+
+  for (const bool with_residual : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "residual " << with_residual);
+    std::vector<float> x_after[2];
+    std::vector<std::vector<float>> outs_host[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      auto x = RandomFloats(*be, pad * kDim, 11);
+      auto scratch = RandomFloats(*be, pad * kDim, 12);
+      std::vector<std::unique_ptr<Buffer>> out_bufs;
+      float* outs[3];
+      for (int i = 0; i < 3; ++i) {
+        out_bufs.push_back(*be->Allocate(pad * ws[i]->rows * sizeof(float)));
+        outs[i] = out_bufs.back()->as<float>();
+      }
+      const float* r = with_residual ? residual->as<float>() : nullptr;
+      if (fused == 1) {
+        be->AddNormMatMuls(x->as<float>(), r, norm->as<float>(), kT, kDim,
+                           1e-5f, scratch->as<float>(), ws, outs);
+      } else {
+        be->Backend::AddNormMatMuls(x->as<float>(), r, norm->as<float>(), kT,
+                                    kDim, 1e-5f, scratch->as<float>(), ws,
+                                    outs);
+      }
+      x_after[fused] = Host(*be, x->as<float>(), kT * kDim);
+      for (int i = 0; i < 3; ++i) {
+        outs_host[fused].push_back(Host(*be, outs[i], kT * ws[i]->rows));
+      }
+    }
+    EXPECT_TRUE(SameBits(x_after[0], x_after[1]));
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(SameBits(outs_host[0][i], outs_host[1][i]))
+          << "output " << i;
+    }
+  }
+
+  std::vector<float> got[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    auto gate = RandomFloats(*be, pad * kFfn, 13);
+    auto up = RandomFloats(*be, pad * kFfn, 14);
+    auto out = *be->Allocate(pad * kDim * sizeof(float));
+    if (fused == 1) {
+      be->SwiGluMatMul(gate->as<float>(), up->as<float>(), kT, *down,
+                       out->as<float>());
+    } else {
+      be->Backend::SwiGluMatMul(gate->as<float>(), up->as<float>(), kT, *down,
+                                out->as<float>());
+    }
+    got[fused] = Host(*be, out->as<float>(), kT * kDim);
+  }
+  EXPECT_TRUE(SameBits(got[0], got[1]));
+  for (float v : got[1]) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST(CudaBackendTest, BlockSizesMustDivideThePartition) {

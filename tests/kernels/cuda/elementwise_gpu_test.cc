@@ -1,6 +1,7 @@
 // The elementwise CUDA ops against their CPU references: SwiGlu, Add,
-// GatherRows, SplitColumns and ConvertRows, over sizes that hit the vectorized and the
-// scalar paths (aligned and misaligned pointers, odd lengths), in place.
+// GatherRows, SplitColumns, SwiGluRounded and ConvertRows, over sizes that
+// hit the vectorized and the scalar paths (aligned and misaligned pointers,
+// odd lengths), in place.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -288,6 +290,41 @@ TEST(SplitColumnsGpuTest, BitwiseEqualsCpu) {
     CheckSplitColumns(n_rows, {576, 192, 192});
     CheckSplitColumns(n_rows, {5, 300, 1, 77});
     CheckSplitColumns(n_rows, {1000});
+  }
+}
+
+// ---- SwiGluRounded ----
+
+// SwiGlu then ConvertRows on the device, against the fused op: bitwise,
+// padding rows zero.
+TEST(SwiGluRoundedGpuTest, BitwiseEqualsSwiGluAndConvert) {
+  KVS_REQUIRE_GPU();
+  // (rows, rows padded to a GEMM chunk)
+  const std::pair<int, int> kRowCases[] = {{1, 64}, {70, 128}};
+  for (const GgmlType to : {GgmlType::kBF16, GgmlType::kF16}) {
+    for (const int dim : {77, 1536, 14336}) {
+      for (const auto& [n_rows, padded] : kRowCases) {
+        SCOPED_TRACE(absl::StrCat(TypeName(to), " dim ", dim, " rows ", n_rows,
+                                  "/", padded));
+        std::mt19937 rng(static_cast<uint32_t>(dim + n_rows));
+        const int64_t n = int64_t{n_rows} * dim;
+        const DeviceBuffer gate = ToDevice(Uniform(n, -8, 8, rng));
+        const DeviceBuffer up = ToDevice(Uniform(n, -3, 3, rng));
+        const size_t out_elems = size_t(padded) * size_t(dim);
+        DeviceBuffer act(n * sizeof(float));
+        DeviceBuffer want(out_elems * 2);
+        LaunchSwiGlu(gate.as<float>(), up.as<float>(), n, act.as<float>(),
+                     nullptr);
+        LaunchConvertRows(act.as<float>(), n_rows, padded, dim, dim, to,
+                          want.get(), nullptr);
+        DeviceBuffer got(out_elems * 2);
+        ASSERT_EQ(cudaMemset(got.get(), 0xab, got.bytes()), cudaSuccess);
+        LaunchSwiGluRounded(gate.as<float>(), up.as<float>(), n_rows, padded,
+                            dim, to, got.get(), nullptr);
+        ExpectBitsEqual(ToHost<uint16_t>(got, out_elems),
+                        ToHost<uint16_t>(want, out_elems), "rounded");
+      }
+    }
   }
 }
 

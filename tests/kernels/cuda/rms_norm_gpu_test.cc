@@ -1,5 +1,6 @@
 // LaunchRmsNorm against the CPU RmsNorm, and its batch invariance: a row's
 // output bits do not depend on how many rows are normalized with it.
+// LaunchAddRmsNormRounded against the device ops it fuses.
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <iostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -118,6 +120,62 @@ TEST(RmsNormGpuInvarianceTest, RowBitsIndependentOfBatch) {
     EXPECT_EQ(0, std::memcmp(all.data() + r * kDim, batch.data() + r * kDim,
                              kDim * sizeof(float)))
         << "row " << r;
+  }
+}
+
+// The fused op (residual add, norm and rounding for a GEMM input in one
+// launch) against the three ops it replaces, run on the device: bitwise,
+// for x after the add and for every rounded element, padding rows zero.
+TEST(AddRmsNormRoundedGpuTest, BitwiseEqualsAddRmsNormAndConvert) {
+  KVS_REQUIRE_GPU();
+  // (rows, rows padded to a GEMM chunk)
+  const std::pair<int, int> kRowCases[] = {{1, 64}, {5, 8}, {70, 128}};
+  for (const GgmlType to : {GgmlType::kBF16, GgmlType::kF16}) {
+    for (const bool residual : {false, true}) {
+      for (const int dim : {77, 576, 4096}) {
+        for (const auto& [n_rows, padded] : kRowCases) {
+          SCOPED_TRACE(absl::StrCat(TypeName(to), " residual ", residual,
+                                    " dim ", dim, " rows ", n_rows, "/",
+                                    padded));
+          std::mt19937 rng(static_cast<uint32_t>(dim * 7 + n_rows));
+          const std::vector<float> x = MakeRows(n_rows, dim, rng);
+          const std::vector<float> r = MakeRows(n_rows, dim, rng);
+          std::vector<float> w(static_cast<size_t>(dim));
+          std::uniform_real_distribution<float> wu(0.5f, 1.5f);
+          for (float& v : w) v = wu(rng);
+          const DeviceBuffer d_w = ToDevice(w);
+          const DeviceBuffer d_r = ToDevice(r);
+          const size_t out_elems = size_t(padded) * size_t(dim);
+
+          // The three ops.
+          DeviceBuffer x3 = ToDevice(x);
+          DeviceBuffer norm(x.size() * sizeof(float));
+          DeviceBuffer want(out_elems * 2);
+          if (residual) {
+            LaunchAdd(x3.as<float>(), d_r.as<float>(), n_rows * dim,
+                      x3.as<float>(), nullptr);
+          }
+          LaunchRmsNorm(x3.as<float>(), d_w.as<float>(), n_rows, dim, 1e-5f,
+                        norm.as<float>(), nullptr);
+          LaunchConvertRows(norm.as<float>(), n_rows, padded, dim, dim, to,
+                            want.get(), nullptr);
+
+          // The fused op, over an output full of garbage.
+          DeviceBuffer x1 = ToDevice(x);
+          DeviceBuffer got(out_elems * 2);
+          ASSERT_EQ(cudaMemset(got.get(), 0xab, got.bytes()), cudaSuccess);
+          LaunchAddRmsNormRounded(x1.as<float>(),
+                                  residual ? d_r.as<float>() : nullptr,
+                                  d_w.as<float>(), n_rows, padded, dim, 1e-5f,
+                                  to, got.get(), nullptr);
+          EXPECT_EQ(ToHost<uint16_t>(got, out_elems),
+                    ToHost<uint16_t>(want, out_elems));
+          EXPECT_EQ(CountBitDiffs(ToHost<float>(x1, x.size()),
+                                  ToHost<float>(x3, x.size())),
+                    0);
+        }
+      }
+    }
   }
 }
 
