@@ -168,13 +168,8 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
          be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, h, ws, outs);
        },
        wbytes(wqkv)},
-      {"RoPE (q and k)",
-       [&] {
-         be.Rope(q, 1, c.n_heads, &position, c.rope);
-         be.Rope(k, 1, c.n_kv_heads, &position, c.rope);
-       },
-       0},
-      {"KV write", [&] { be.KvWrite(kv, 0, pl, k, v); }, 0},
+      {"RoPE (q and k), KV write",
+       [&] { be.RopeKvWrite(q, c.n_heads, k, v, c.rope, kv, 0, pl); }, 0},
       {absl::StrCat("attention, context ", context, ", partition ",
                     kernels::cuda::kDefaultAttentionPartition),
        [&] { be.Attention(kv, 0, pl, q, ap, att); }, kv_bytes},

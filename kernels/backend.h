@@ -181,6 +181,16 @@ class Backend {
   virtual void Attention(const KvCacheView& kv, int32_t layer,
                          const TokenPlacement& placement, const float* q,
                          const AttentionParams& params, float* out) = 0;
+  // Rope(q) and Rope(k) at the placement's positions, then KvWrite(k, v):
+  // what every layer runs between its projections and attention (one
+  // launch on a GPU backend).
+  virtual void RopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
+                           const RopeParams& rope, const KvCacheView& kv,
+                           int32_t layer, const TokenPlacement& placement) {
+    Rope(q, placement.n_tokens, n_heads, placement.positions, rope);
+    Rope(k, placement.n_tokens, kv.n_kv_heads, placement.positions, rope);
+    KvWrite(kv, layer, placement, k, v);
+  }
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
   virtual void Add(const float* a, const float* b, int64_t n, float* out) = 0;

@@ -311,9 +311,7 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
                         static_cast<const float*>(l.attn_norm.data), T, d,
                         c.rms_eps, h, ws, outs);
     }
-    be.Rope(q, T, c.n_heads, positions_.data(), c.rope);
-    be.Rope(k, T, c.n_kv_heads, positions_.data(), c.rope);
-    be.KvWrite(kv, li, placement, k, v);
+    be.RopeKvWrite(q, c.n_heads, k, v, c.rope, kv, li, placement);
     be.Attention(kv, li, placement, q, attn, att);
     be.MatMul(l.wo, att, T, h);
     {

@@ -582,6 +582,14 @@ void CudaBackend::KvWrite(const KvCacheView& kv, int32_t layer,
   LaunchKvWrite(kv, layer, DevPlacement(placement), k, v, stream_);
 }
 
+void CudaBackend::RopeKvWrite(float* q, int32_t n_heads, float* k,
+                              const float* v, const RopeParams& rope,
+                              const KvCacheView& kv, int32_t layer,
+                              const TokenPlacement& placement) {
+  LaunchRopeKvWrite(q, n_heads, k, v, rope, kv, layer, DevPlacement(placement),
+                    stream_);
+}
+
 void CudaBackend::Attention(const KvCacheView& kv, int32_t layer,
                             const TokenPlacement& placement, const float* q,
                             const AttentionParams& params, float* out) {

@@ -104,6 +104,9 @@ class CudaBackend final : public Backend {
   void KvWrite(const KvCacheView& kv, int32_t layer,
                const TokenPlacement& placement, const float* k,
                const float* v) override;
+  void RopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
+                   const RopeParams& rope, const KvCacheView& kv, int32_t layer,
+                   const TokenPlacement& placement) override;
   void Attention(const KvCacheView& kv, int32_t layer,
                  const TokenPlacement& placement, const float* q,
                  const AttentionParams& params, float* out) override;

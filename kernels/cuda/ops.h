@@ -43,6 +43,14 @@ void LaunchRope(float* x, int64_t n_tokens, int32_t n_heads,
                 const int32_t* positions, const RopeParams& params,
                 cudaStream_t stream);
 
+// rope.cu: Rope(q, n_heads) and Rope(k, kv.n_kv_heads) at the placement's
+// positions, then KvWrite(kv, layer, placement, k, v), in one launch;
+// bitwise the three ops' results (k is rotated in place too).
+void LaunchRopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
+                       const RopeParams& params, const KvCacheView& kv,
+                       int32_t layer, const TokenPlacement& placement,
+                       cudaStream_t stream);
+
 // swiglu.cu: out = silu(gate) * up.
 void LaunchSwiGlu(const float* gate, const float* up, int64_t n, float* out,
                   cudaStream_t stream);

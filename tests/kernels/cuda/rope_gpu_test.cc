@@ -1,6 +1,7 @@
 // LaunchRope against the CPU Rope over head sizes, partial rotation, both
-// pair layouts, two frequency bases and positions up to 32768; and a
-// token's rotation is independent of the batch it is in.
+// pair layouts, two frequency bases and positions up to 32768; a token's
+// rotation is independent of the batch it is in; and LaunchRopeKvWrite
+// gives the bits of LaunchRope on q and k followed by LaunchKvWrite.
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -166,6 +167,89 @@ TEST(RopeGpuInvarianceTest, TokenBitsIndependentOfBatch) {
     EXPECT_EQ(0, std::memcmp(one.data(), batch.data() + t * kRow,
                              kRow * sizeof(float)))
         << "token " << t << " position " << pos[t];
+  }
+}
+
+TEST(RopeKvWriteGpuTest, BitwiseEqualsRopeThenKvWrite) {
+  KVS_REQUIRE_GPU();
+  struct Shape {
+    int32_t head_dim, rot_dim, n_heads, n_kv_heads;
+    RopeMode mode;
+  };
+  for (const Shape& sh : {Shape{64, 64, 9, 3, RopeMode::kNormal},
+                          Shape{128, 128, 32, 8, RopeMode::kNormal},
+                          Shape{128, 64, 8, 2, RopeMode::kNeox}}) {
+    for (const int32_t n : {1, 70}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "head_dim " << sh.head_dim << " rot " << sh.rot_dim
+                   << " heads " << sh.n_heads << "/" << sh.n_kv_heads
+                   << " tokens " << n);
+      RopeParams rp;
+      rp.head_dim = sh.head_dim;
+      rp.rot_dim = sh.rot_dim;
+      rp.freq_base = 500000.0f;
+      rp.mode = sh.mode;
+      KvCacheView kv;
+      kv.block_size = 16;
+      kv.n_layers = 2;
+      kv.n_kv_heads = sh.n_kv_heads;
+      kv.head_dim = sh.head_dim;
+      kv.num_blocks = 8;  // 128 slots
+      // Distinct slots: positions 3 + 7i (mod 128) of one sequence whose
+      // blocks are shuffled.
+      std::vector<int32_t> positions(n), table = {5, 2, 7, 0, 3, 6, 1, 4};
+      for (int32_t i = 0; i < n; ++i) positions[i] = (3 + 7 * i) % 128;
+      const DeviceBuffer d_pos = ToDevice(positions);
+      const DeviceBuffer d_table = ToDevice(table);
+      const DeviceBuffer d_tables = ToDevice(
+          std::vector<const int32_t*>(n, d_table.as<int32_t>()));
+      const TokenPlacement pl{n, d_pos.as<int32_t>(),
+                              d_tables.as<const int32_t* const>()};
+      std::mt19937 rng(static_cast<uint32_t>(sh.head_dim + n));
+      std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+      auto random = [&](int64_t count) {
+        std::vector<float> v(static_cast<size_t>(count));
+        for (float& x : v) x = u(rng);
+        return v;
+      };
+      const std::vector<float> q =
+          random(int64_t{n} * sh.n_heads * sh.head_dim);
+      const std::vector<float> k =
+          random(int64_t{n} * sh.n_kv_heads * sh.head_dim);
+      const std::vector<float> v =
+          random(int64_t{n} * sh.n_kv_heads * sh.head_dim);
+      const size_t arena =
+          static_cast<size_t>(kv.num_blocks * kv.BlockElems());
+      struct Run {
+        DeviceBuffer q, k, v, arena;
+      };
+      Run runs[2] = {{ToDevice(q), ToDevice(k), ToDevice(v),
+                      ToDevice(std::vector<uint16_t>(arena, 0x7e00))},
+                     {ToDevice(q), ToDevice(k), ToDevice(v),
+                      ToDevice(std::vector<uint16_t>(arena, 0x7e00))}};
+      for (int fused = 0; fused < 2; ++fused) {
+        Run& r = runs[fused];
+        KvCacheView dkv = kv;
+        dkv.base = r.arena.as<uint16_t>();
+        if (fused == 1) {
+          LaunchRopeKvWrite(r.q.as<float>(), sh.n_heads, r.k.as<float>(),
+                            r.v.as<float>(), rp, dkv, 1, pl, nullptr);
+        } else {
+          LaunchRope(r.q.as<float>(), n, sh.n_heads, pl.positions, rp, nullptr);
+          LaunchRope(r.k.as<float>(), n, sh.n_kv_heads, pl.positions, rp,
+                     nullptr);
+          LaunchKvWrite(dkv, 1, pl, r.k.as<float>(), r.v.as<float>(), nullptr);
+        }
+      }
+      EXPECT_EQ(ToHost<uint16_t>(runs[0].arena, arena),
+                ToHost<uint16_t>(runs[1].arena, arena));
+      const std::vector<float> q0 = ToHost<float>(runs[0].q, q.size());
+      const std::vector<float> q1 = ToHost<float>(runs[1].q, q.size());
+      EXPECT_EQ(0, std::memcmp(q0.data(), q1.data(), q.size() * 4));
+      const std::vector<float> k0 = ToHost<float>(runs[0].k, k.size());
+      const std::vector<float> k1 = ToHost<float>(runs[1].k, k.size());
+      EXPECT_EQ(0, std::memcmp(k0.data(), k1.data(), k.size() * 4));
+    }
   }
 }
 
