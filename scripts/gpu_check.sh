@@ -7,11 +7,14 @@
 #   usage: gpu_check.sh LOG_DIR [MODEL_GGUF]
 #   GPU_CHECK_PARTS  which parts (default "tests e2e bench")
 #   GPU_CHECK_BENCH_ARGS  extra flags for kvsession-bench-gpu
+#   GPU_CHECK_TEST_TIMEOUT  seconds per test program (default 240)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 logs="${1:?usage: gpu_check.sh LOG_DIR [MODEL_GGUF]}"
 model="${2:-}"
 parts="${GPU_CHECK_PARTS:-tests e2e bench}"
+# Seconds each test program may run (the attention grid is the longest).
+test_timeout="${GPU_CHECK_TEST_TIMEOUT:-240}"
 mkdir -p "${logs}"
 summary="${logs}/summary.txt"
 : > "${summary}"
@@ -25,8 +28,8 @@ if [[ " ${parts} " == *" tests "* ]]; then
   for t in "${here}"/bin/*_test; do
     name="$(basename "${t}")"
     start=$(date +%s)
-    KVSESSION_MODEL="${model}" timeout 150 "${here}/run" "${name}" \
-      --gtest_brief=1 > "${logs}/${name}.log" 2>&1
+    KVSESSION_MODEL="${model}" timeout "${test_timeout}" \
+      "${here}/run" "${name}" --gtest_brief=1 > "${logs}/${name}.log" 2>&1
     rc=$?
     result=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "${logs}/${name}.log" |
              tr '\n' ' ')
