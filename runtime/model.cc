@@ -451,9 +451,7 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
       group.push_back(w);
       data += static_cast<size_t>(p.rows * cols) * elem;
     }
-    absl::Status s = group.size() == 1 ? backend_->RegisterWeight(group[0])
-                                       : backend_->RegisterWeights(group);
-    if (!s.ok()) return s;
+    if (absl::Status s = backend_->RegisterWeights(group); !s.ok()) return s;
     weight_bytes_ += static_cast<int64_t>(bytes);
     owned_.push_back(*std::move(buf));
     size_t i = 0;

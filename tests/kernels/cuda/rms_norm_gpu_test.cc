@@ -55,6 +55,14 @@ std::vector<float> MakeRows(int64_t rows, int64_t dim, std::mt19937& rng) {
   return x;
 }
 
+// Norm weights in [0.5, 1.5).
+std::vector<float> NormWeights(int64_t dim, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  std::vector<float> w(static_cast<size_t>(dim));
+  for (float& v : w) v = u(rng);
+  return w;
+}
+
 // One test per dim (each test is a process under ctest, so the row counts
 // and eps values loop inside).
 class RmsNormGpuTest : public ::testing::TestWithParam<int> {};
@@ -65,9 +73,7 @@ TEST_P(RmsNormGpuTest, MatchesCpu) {
   for (const int n_rows : {1, 7, 64, 3000}) {
     std::mt19937 rng(static_cast<uint32_t>(n_rows * 131 + dim));
     const std::vector<float> x = MakeRows(n_rows, dim, rng);
-    std::vector<float> w(static_cast<size_t>(dim));
-    std::uniform_real_distribution<float> wu(0.5f, 1.5f);
-    for (float& v : w) v = wu(rng);
+    const std::vector<float> w = NormWeights(dim, rng);
     const DeviceBuffer d_x = ToDevice(x);
     const DeviceBuffer d_w = ToDevice(w);
     DeviceBuffer d_out(x.size() * sizeof(float));
@@ -102,9 +108,7 @@ TEST(RmsNormGpuInvarianceTest, RowBitsIndependentOfBatch) {
   constexpr int64_t kRows = 3000, kDim = 576;
   std::mt19937 rng(11);
   const std::vector<float> x = MakeRows(kRows, kDim, rng);
-  std::vector<float> w(kDim);
-  std::uniform_real_distribution<float> wu(0.5f, 1.5f);
-  for (float& v : w) v = wu(rng);
+  const std::vector<float> w = NormWeights(kDim, rng);
   const DeviceBuffer d_x = ToDevice(x);
   const DeviceBuffer d_w = ToDevice(w);
   DeviceBuffer d_batch(x.size() * sizeof(float));
@@ -140,9 +144,7 @@ TEST(AddRmsNormRoundedGpuTest, BitwiseEqualsAddRmsNormAndConvert) {
           std::mt19937 rng(static_cast<uint32_t>(dim * 7 + n_rows));
           const std::vector<float> x = MakeRows(n_rows, dim, rng);
           const std::vector<float> r = MakeRows(n_rows, dim, rng);
-          std::vector<float> w(static_cast<size_t>(dim));
-          std::uniform_real_distribution<float> wu(0.5f, 1.5f);
-          for (float& v : w) v = wu(rng);
+          const std::vector<float> w = NormWeights(dim, rng);
           const DeviceBuffer d_w = ToDevice(w);
           const DeviceBuffer d_r = ToDevice(r);
           const size_t out_elems = size_t(padded) * size_t(dim);
