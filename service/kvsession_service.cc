@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "grpcpp/alarm.h"
 #include "service/status_util.h"
 
 namespace kvsession::service {
@@ -61,8 +62,16 @@ void LogTurn(const char* rpc, const absl::Status& status,
 class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
                           public runtime::TurnObserver {
  public:
-  TurnReactor(const char* rpc, bool log, Metrics* metrics)
-      : rpc_(rpc), log_(log), metrics_(metrics), start_(absl::Now()) {}
+  // While *draining is true, the status follows the last message after
+  // drain_delay (KvSessionService::Options::drain_finish_delay).
+  TurnReactor(const char* rpc, bool log, Metrics* metrics,
+              const std::atomic<bool>* draining, absl::Duration drain_delay)
+      : rpc_(rpc),
+        log_(log),
+        metrics_(metrics),
+        draining_(draining),
+        drain_delay_(drain_delay),
+        start_(absl::Now()) {}
 
   void Begin(runtime::Engine* engine, runtime::TurnRequest request) {
     // The engine holds a non-owning shared_ptr: the reactor's lifetime is
@@ -177,14 +186,24 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     if (engine_done_) {
       finished_ = true;
       grpc::Status st = final_;
+      const bool delay = draining_->load() && !cancelled_ &&
+                         drain_delay_ > absl::ZeroDuration();
       lock.unlock();
-      Finish(st);
+      if (delay) {
+        // The reactor lives until OnDone, which follows this Finish.
+        finish_alarm_.Set(absl::ToChronoTime(absl::Now() + drain_delay_),
+                          [this, st](bool) { Finish(st); });
+      } else {
+        Finish(st);
+      }
     }
   }
 
   const char* rpc_;
   bool log_;
   Metrics* metrics_;
+  const std::atomic<bool>* draining_;
+  const absl::Duration drain_delay_;
   const absl::Time start_;
   absl::Time last_delta_ = absl::InfinitePast();
   std::shared_ptr<runtime::TurnHandle> handle_;
@@ -196,6 +215,7 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
   bool finished_ = false;
   bool cancelled_ = false;
   grpc::Status final_;
+  grpc::Alarm finish_alarm_;
 };
 
 // The generation fields ChatRequest and CompleteRequest share.
@@ -286,7 +306,8 @@ absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildCompleteTurn(
 grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::StartTurn(
     grpc::CallbackServerContext* context, const char* rpc,
     absl::StatusOr<runtime::TurnRequest> turn) {
-  auto* reactor = new TurnReactor(rpc, options_.log_turns, options_.metrics);
+  auto* reactor = new TurnReactor(rpc, options_.log_turns, options_.metrics,
+                                  &draining_, options_.drain_finish_delay);
   if (!turn.ok()) {
     reactor->FailNow(turn.status());
     return reactor;

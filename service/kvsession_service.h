@@ -4,7 +4,10 @@
 #ifndef KVSESSION_SERVICE_KVSESSION_SERVICE_H_
 #define KVSESSION_SERVICE_KVSESSION_SERVICE_H_
 
+#include <atomic>
 #include <string>
+
+#include "absl/time/time.h"
 
 #include "kvsession/v1/kvsession.grpc.pb.h"
 #include "runtime/engine.h"
@@ -29,8 +32,20 @@ class KvSessionService final : public v1::KvSession::CallbackService {
     bool log_turns = true;
     // Not owned; null records no metrics.
     Metrics* metrics = nullptr;
+    // While draining, a stream's status goes out this long after its last
+    // message. gRPC closes a drained connection as soon as its last stream
+    // ends; a flow-control update the client sends while reading the last
+    // messages then meets a closed socket, and the reset it draws makes the
+    // client's kernel discard what it has not read yet: the summary and the
+    // status. The pause lets those updates arrive while the connection is
+    // still open. It costs nothing outside a drain.
+    absl::Duration drain_finish_delay = absl::Milliseconds(200);
   };
   KvSessionService(runtime::Engine* engine, const Options& options);
+
+  // Called when shutdown begins (before grpc::Server::Shutdown): streams
+  // that end from now on use drain_finish_delay.
+  void BeginDrain() { draining_.store(true); }
 
   grpc::ServerWriteReactor<v1::ChatEvent>* Chat(
       grpc::CallbackServerContext* context,
@@ -71,6 +86,7 @@ class KvSessionService final : public v1::KvSession::CallbackService {
   runtime::Engine* engine_;
   runtime::ModelBundle* bundle_;
   Options options_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace kvsession::service

@@ -181,6 +181,7 @@ int Run() {
   std::fprintf(stderr, "kvsession-server: signal %d, draining (grace %d s)\n",
                sig, absl::GetFlag(FLAGS_shutdown_grace_s));
   server->GetHealthCheckService()->SetServingStatus(false);
+  service.BeginDrain();
   // Stops accepting at once, lets running streams finish until the grace
   // deadline, then cancels the rest (the engine ends them cleanly).
   server->Shutdown(std::chrono::system_clock::now() +

@@ -1,6 +1,7 @@
 // The gRPC service over loopback on the tiny test model: multi-turn reuse,
 // exactness against recomputation, concurrency, cancellation, errors.
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -211,6 +212,33 @@ TEST_F(ServiceTest, DeadlineExceededEndsTheTurnCleanly) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
   TurnOutput next = RunChat(*stub, UserTurn("deadline", "hello", 4));
   EXPECT_TRUE(next.status.ok()) << next.status.error_message();
+}
+
+// During a drain the status follows the last message (the summary) after
+// drain_finish_delay, and the stream is otherwise unchanged.
+TEST(ServiceDrainTest, StatusFollowsTheSummaryAfterTheDrainDelay) {
+  constexpr auto kDelay = std::chrono::milliseconds(400);
+  TestServerOptions options;
+  options.service.drain_finish_delay = absl::FromChrono(kDelay);
+  TestServer server(options);
+  const TurnOutput before = RunChat(server.stub(), UserTurn("a", "hi", 6));
+  ASSERT_TRUE(before.status.ok());
+  server.service().BeginDrain();
+  grpc::ClientContext ctx;
+  auto reader = server.stub().Chat(&ctx, UserTurn("b", "hi", 6));
+  v1::ChatEvent ev;
+  std::vector<int32_t> tokens;
+  bool summary = false;
+  while (!summary && reader->Read(&ev)) {
+    for (int32_t t : ev.delta().token_ids()) tokens.push_back(t);
+    summary = ev.has_summary();
+  }
+  ASSERT_TRUE(summary);
+  const auto summary_at = std::chrono::steady_clock::now();
+  EXPECT_FALSE(reader->Read(&ev));
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - summary_at, kDelay);
+  EXPECT_EQ(tokens, before.tokens);
 }
 
 TEST_F(ServiceTest, SecondRequestOnABusySessionIsAborted) {

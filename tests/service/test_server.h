@@ -32,6 +32,7 @@ class TestServer {
   std::unique_ptr<v1::KvSession::Stub> NewStub();
   runtime::ModelBundle& bundle() { return *bundle_; }
   runtime::Engine& engine() { return *engine_; }
+  service::KvSessionService& service() { return *service_; }
   int port() const { return port_; }
 
  private:
