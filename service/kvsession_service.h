@@ -8,7 +8,6 @@
 #include <string>
 
 #include "absl/time/time.h"
-
 #include "kvsession/v1/kvsession.grpc.pb.h"
 #include "runtime/engine.h"
 #include "service/metrics.h"
