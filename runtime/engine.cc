@@ -10,38 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
+#include "runtime/engine_internal.h"
 
 namespace kvsession::runtime {
-
-struct Engine::Sequence {
-  enum class Phase { kPrefill, kDecode, kFlush };
-
-  TurnRequest req;
-  std::shared_ptr<TurnObserver> observer;
-  std::shared_ptr<TurnHandle> handle;
-  std::string store_id;
-  bool anonymous = false;
-  absl::Time arrival;
-  std::chrono::steady_clock::time_point start;
-
-  // Prompt, then generated tokens. tokens[0, computed) have KV in the store;
-  // at most the last sampled token is still without.
-  std::vector<int32_t> tokens;
-  int32_t computed = 0;
-  // Copies to land before the sequence may run (swap-in, copy on write,
-  // blocks still being swapped out of); 0 once they have.
-  uint64_t ready_ticket = 0;
-  uint64_t swap_in_ticket = 0;  // timed for the summary
-  std::chrono::steady_clock::time_point admitted;  // swap-in planned
-  Phase phase = Phase::kPrefill;
-  std::optional<Sampler> sampler;
-  std::optional<StreamingDetokenizer> detok;
-  std::optional<StopMatcher> stop;
-  absl::Status final_status;
-  TurnResult result;
-  bool first_token = true;
-  bool done = false;  // finish at the end of this step
-};
 
 Engine::Engine(ModelBundle* bundle, const Options& options)
     : bundle_(bundle), options_(options) {}
@@ -262,8 +233,16 @@ void Engine::ListSessionsAsync(int32_t page_size, std::string page_token,
 
 void Engine::DeleteSessionAsync(std::string id,
                                 std::function<void(BlocksOr)> done) {
-  CallAsync<BlocksOr>([this, id] { return DoDeleteSession(id); },
-                      std::move(done), Stopped());
+  Post([this, id = std::move(id), done = std::move(done)](bool running) {
+    if (!running) {
+      done(Stopped());
+      return;
+    }
+    Delete(id,
+           std::chrono::steady_clock::now() +
+               absl::ToChronoNanoseconds(options_.busy_grace),
+           done);
+  });
 }
 
 void Engine::StatsAsync(std::function<void(EngineStats)> done) {
@@ -282,7 +261,10 @@ Engine::SessionPageOr Engine::ListSessions(int32_t page_size,
 }
 
 Engine::BlocksOr Engine::DeleteSession(const std::string& id) {
-  return CallSync<BlocksOr>([&] { return DoDeleteSession(id); }, Stopped());
+  std::promise<BlocksOr> result;
+  std::future<BlocksOr> f = result.get_future();
+  DeleteSessionAsync(id, [&result](BlocksOr v) { result.set_value(std::move(v)); });
+  return f.get();
 }
 
 EngineStats Engine::Stats() {
@@ -306,11 +288,11 @@ absl::StatusOr<std::vector<int32_t>> Engine::SessionTokens(
     const std::string& id) {
   return CallSync<absl::StatusOr<std::vector<int32_t>>>(
       [&]() -> absl::StatusOr<std::vector<int32_t>> {
-        if (!store_->Contains(id)) {
+        if (!store_->GetInfo(id).ok()) {
           return absl::NotFoundError(
               absl::StrCat("session '", id, "' not found"));
         }
-        return store_->tokens(id);
+        return store_->History(id);
       },
       Stopped());
 }
@@ -333,9 +315,12 @@ void Engine::Loop() {
       std::unique_lock<std::mutex> lock(mu_);
       // Sequences that only wait for copies do not spin the loop: the copy
       // worker wakes it when a batch lands.
-      cv_.wait(lock, [&] {
-        return stopping_ || !queue_.empty() || AnyReady();
-      });
+      // Timed: deferred turns give up on a live session after a grace, and
+      // idle limits apply while nothing else happens.
+      cv_.wait_for(lock,
+                   deferred_.empty() ? std::chrono::milliseconds(1000)
+                                     : std::chrono::milliseconds(5),
+                   [&] { return stopping_ || !queue_.empty() || AnyReady(); });
       stopping = stopping_;
       // Admit new turns only while there is room; calls always run.
       while (!queue_.empty()) {
@@ -349,6 +334,9 @@ void Engine::Loop() {
         queue_.pop_front();
       }
     }
+    // Before the calls, so that a query never sees a session past its
+    // idle limit.
+    store_->ExpireIdle();
     for (Task& t : tasks) {
       if (t.call) {
         t.call(true);
@@ -365,6 +353,16 @@ void Engine::Loop() {
         Finish(*seq, absl::CancelledError("the server is shutting down"));
       }
       active_.clear();
+      for (Deferred& d : deferred_) {
+        if (d.turn != nullptr) {
+          d.turn->observer->OnDone(
+              absl::CancelledError("the server is shutting down"),
+              d.turn->result);
+        } else {
+          d.erase(Stopped());
+        }
+      }
+      deferred_.clear();
       std::deque<Task> rest;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -381,34 +379,97 @@ void Engine::Loop() {
       }
       return;
     }
-    store_->ExpireIdle();
     FlushCopies();
     if (!active_.empty()) Step();
+    RunDeferred();
     if (options_.check_invariants) KVS_CHECK_OK(store_->CheckInvariants());
   }
 }
 
+
+Engine::Blocker Engine::BlockerOf(std::string_view session_id) const {
+  const absl::Time now = clock_->Now();
+  for (const auto& seq : active_) {
+    if (seq->anonymous || seq->req.session_id != session_id) continue;
+    const bool ending = seq->result.cancelled || seq->Interrupted(now) ||
+                        seq->phase == Sequence::Phase::kFlush;
+    return ending ? Blocker::kUnwinding : Blocker::kLive;
+  }
+  // Work queued earlier for the session goes first.
+  for (const Deferred& d : deferred_) {
+    if (d.session_id == session_id) return Blocker::kUnwinding;
+  }
+  return Blocker::kNone;
+}
+
 void Engine::Admit(std::unique_ptr<Sequence> seq) {
-  TurnRequest& req = seq->req;
+  const std::string& id = seq->req.session_id;
+  if (!id.empty()) {
+    const Blocker b = BlockerOf(id);
+    const auto give_up = seq->start + absl::ToChronoNanoseconds(
+                                          options_.busy_grace);
+    if (b == Blocker::kLive && std::chrono::steady_clock::now() >= give_up) {
+      seq->observer->OnDone(
+          absl::AbortedError(absl::StrCat(
+              "session '", id, "' is busy with another request")),
+          seq->result);
+      return;
+    }
+    if (b != Blocker::kNone) {
+      deferred_.push_back({id, give_up, std::move(seq), nullptr});
+      return;
+    }
+  }
+  if (absl::Status st = Open(*seq); !st.ok()) {
+    Finish(*seq, st);
+    return;
+  }
+  active_.push_back(std::move(seq));
+}
+
+void Engine::Delete(std::string id,
+                    std::chrono::steady_clock::time_point give_up,
+                    std::function<void(BlocksOr)> done) {
+  const Blocker b = BlockerOf(id);
+  if (b == Blocker::kUnwinding ||
+      (b == Blocker::kLive && std::chrono::steady_clock::now() < give_up)) {
+    deferred_.push_back({std::move(id), give_up, nullptr, std::move(done)});
+    return;
+  }
+  // A live turn past the grace: the store answers FAILED_PRECONDITION.
+  done(DoDeleteSession(id));
+}
+
+void Engine::RunDeferred() {
+  std::deque<Deferred> waiting;
+  waiting.swap(deferred_);
+  for (Deferred& d : waiting) {
+    if (d.turn != nullptr) {
+      Admit(std::move(d.turn));
+    } else {
+      Delete(std::move(d.session_id), d.give_up, std::move(d.erase));
+    }
+  }
+}
+
+absl::Status Engine::Open(Sequence& seq) {
+  TurnRequest& req = seq.req;
   const ModelConfig& c = bundle_->model->config();
-  seq->result.session_id = req.session_id;
-  seq->anonymous = req.session_id.empty() || !req.use_cache;
-  seq->store_id = seq->anonymous
-                      ? absl::StrCat("\x01turn-", ++anonymous_counter_)
-                      : req.session_id;
+  seq.result.session_id = req.session_id;
+  seq.anonymous = req.session_id.empty() || !req.use_cache;
+  seq.store_id = seq.anonymous
+                     ? absl::StrCat("\x01turn-", ++anonymous_counter_)
+                     : req.session_id;
 
   // Build the full token sequence of this turn.
   std::vector<int32_t> tokens;
   if (req.append && !req.session_id.empty()) {
     // The no-cache baseline reads the history but never changes it.
-    if (store_->Contains(req.session_id)) {
-      tokens = store_->tokens(req.session_id);
+    if (store_->GetInfo(req.session_id).ok()) {
+      tokens = store_->History(req.session_id);
     } else if (!req.create_session) {
-      seq->observer->OnDone(
-          absl::NotFoundError(absl::StrCat("session '", req.session_id,
-                                           "' does not exist")),
-          seq->result);
-      return;
+      return absl::NotFoundError(absl::StrCat(
+          "session '", req.session_id, "' does not exist"));
     }
     if (tokens.empty()) {
       tokens = std::move(req.first_turn_tokens);
@@ -422,284 +483,114 @@ void Engine::Admit(std::unique_ptr<Sequence> seq) {
   } else {
     tokens = std::move(req.tokens);
   }
-  if (tokens.empty()) {
-    seq->observer->OnDone(absl::InvalidArgumentError("the prompt is empty"),
-                          seq->result);
-    return;
+  if (tokens.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n >= c.context_length) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "the prompt has ", n, " tokens; the context window is ",
+        c.context_length, " and at least one token must be generated"));
   }
-  if (tokens.size() >= static_cast<size_t>(c.context_length)) {
-    seq->observer->OnDone(
-        absl::OutOfRangeError(absl::StrCat(
-            "the prompt has ", tokens.size(),
-            " tokens; the context window is ", c.context_length,
-            " and at least one token must be generated")),
-        seq->result);
-    return;
+  // An explicit max_tokens must fit; the default shrinks to what does.
+  if (req.max_tokens > 0 && n + req.max_tokens > c.context_length) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "max_tokens: the prompt has ", n, " tokens and max_tokens is ",
+        req.max_tokens, "; together they exceed the context window of ",
+        c.context_length, " tokens"));
   }
+  seq.max_tokens =
+      req.max_tokens > 0
+          ? req.max_tokens
+          : static_cast<int32_t>(std::min<int64_t>(options_.default_max_tokens,
+                                                   c.context_length - n));
   // Before the swap-in is planned: the worker may land it at once.
-  seq->admitted = std::chrono::steady_clock::now();
-  absl::StatusOr<session_store::TurnPlan> plan =
-      store_->BeginTurn(seq->store_id, tokens,
-                        seq->anonymous || req.create_session,
-                        seq->anonymous ? std::nullopt : req.pin,
-                        /*share=*/req.use_cache);
+  seq.admitted = std::chrono::steady_clock::now();
+  absl::StatusOr<session_store::TurnPlan> plan = store_->BeginTurn(
+      seq.store_id, tokens, seq.anonymous || req.create_session,
+      seq.anonymous ? std::nullopt : req.pin, /*share=*/req.use_cache,
+      /*ephemeral=*/seq.anonymous);
   FlushCopies();
-  if (!plan.ok()) {
-    seq->observer->OnDone(plan.status(), seq->result);
-    return;
-  }
-  seq->tokens = std::move(tokens);
-  seq->computed = plan->reused_tokens;
-  seq->ready_ticket = plan->ready_ticket;
-  if (plan->swapped_in_blocks > 0) seq->swap_in_ticket = plan->ready_ticket;
-  seq->result.prompt_tokens = static_cast<int32_t>(seq->tokens.size());
-  seq->result.cached_tokens = plan->reused_tokens;
-  if (plan->recomputed) {
-    seq->result.cached_tier = CacheTier::kRecomputed;
+  if (!plan.ok()) return plan.status();
+  seq.opened = true;
+  seq.tokens = std::move(tokens);
+  seq.prompt_len = static_cast<int32_t>(n);
+  seq.computed = plan->reused_tokens;
+  seq.ready_ticket = plan->ready_ticket;
+  if (plan->swapped_in_blocks > 0) seq.swap_in_ticket = plan->ready_ticket;
+  RecordPlan(seq, *plan);
+  seq.sampler.emplace(req.sampling);
+  seq.detok.emplace(*bundle_->tokenizer);
+  seq.stop.emplace(req.stop);
+  seq.phase = Sequence::Phase::kPrefill;
+  return absl::OkStatus();
+}
+
+void Engine::RecordPlan(Sequence& seq, const session_store::TurnPlan& plan) {
+  TurnResult& r = seq.result;
+  r.prompt_tokens = seq.prompt_len;
+  r.cached_tokens = plan.reused_tokens;
+  if (plan.recomputed) {
+    r.cached_tier = CacheTier::kRecomputed;
     ++stats_.recomputed_turns;
-  } else if (plan->reused_from == session_store::Tier::kHost) {
-    seq->result.cached_tier = CacheTier::kHost;
+  } else if (plan.reused_from == session_store::Tier::kHost) {
+    r.cached_tier = CacheTier::kHost;
     ++stats_.swap_in_turns;
   } else {
-    seq->result.cached_tier =
-        plan->reused_tokens > 0 ? CacheTier::kDevice : CacheTier::kNone;
+    r.cached_tier = plan.reused_tokens > 0 ? CacheTier::kDevice
+                                           : CacheTier::kNone;
   }
-  seq->result.prefilled_tokens =
-      seq->result.prompt_tokens - seq->result.cached_tokens;
-  stats_.prompt_tokens += seq->result.prompt_tokens;
-  if (plan->reused_from == session_store::Tier::kHost) {
-    stats_.cached_tokens_host += seq->result.cached_tokens;
+  r.prefilled_tokens = r.prompt_tokens - r.cached_tokens;
+  stats_.prompt_tokens += r.prompt_tokens;
+  if (plan.reused_from == session_store::Tier::kHost) {
+    stats_.cached_tokens_host += r.cached_tokens;
   } else {
-    stats_.cached_tokens_device += seq->result.cached_tokens;
+    stats_.cached_tokens_device += r.cached_tokens;
   }
-  seq->sampler.emplace(req.sampling);
-  seq->detok.emplace(*bundle_->tokenizer);
-  seq->stop.emplace(req.stop);
-  seq->phase = Sequence::Phase::kPrefill;
-  active_.push_back(std::move(seq));
 }
 
-bool Engine::Step() {
-  using Phase = Sequence::Phase;
-  const absl::Time now = clock_->Now();
-  // Cancellation and deadlines: the tokens already streamed stay in the
-  // session, so a decoding sequence still flushes its last token's KV.
-  for (auto& s : active_) {
-    Sequence& seq = *s;
-    if (seq.done || !(seq.handle->cancelled() || now > seq.req.deadline)) {
-      continue;
-    }
-    seq.final_status = seq.handle->cancelled()
-                           ? absl::CancelledError("cancelled by the client")
-                           : absl::DeadlineExceededError("deadline exceeded");
-    seq.result.cancelled = true;
-    if (seq.phase == Phase::kDecode && !seq.anonymous) {
-      seq.phase = Phase::kFlush;
-    } else if (seq.phase != Phase::kFlush) {
-      seq.done = true;
-    }
-  }
-
-  // Decode and flush tokens first, then prefill chunks in arrival order.
-  struct Part {
-    Sequence* seq;
-    int32_t n;
-    LogitsMode logits;
-  };
-  std::vector<Part> parts;
-  int32_t budget = options_.max_batch_tokens;
-  bool waiting_for_copies = false;
-  Sequence* newest_blocked = nullptr;
-  absl::Status blocked_status;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (auto& s : active_) {
-      Sequence& seq = *s;
-      const bool decoding = seq.phase != Phase::kPrefill;
-      if (seq.done || (pass == 0) != decoding || budget == 0) continue;
-      if (!Ready(seq)) {
-        waiting_for_copies = true;
-        continue;
-      }
-      const int32_t remaining =
-          static_cast<int32_t>(seq.tokens.size()) - seq.computed;
-      const int32_t n = std::min(remaining, budget);
-      if (n <= 0) continue;
-      absl::StatusOr<uint64_t> fence =
-          store_->Reserve(seq.store_id, seq.computed + n);
-      if (!fence.ok()) {
-        if (seq.phase == Phase::kFlush) {
-          // A flush that finds no room only loses the last token's KV; the
-          // next turn recomputes it.
-          seq.done = true;
-        } else {
-          // Only running sequences hold the device: wait for them.
-          newest_blocked = &seq;
-          blocked_status = fence.status();
-        }
-        continue;
-      }
-      if (*fence != 0) {
-        // The new blocks are still being copied out of.
-        seq.ready_ticket = *fence;
-        if (!Ready(seq)) {
-          waiting_for_copies = true;
-          continue;
-        }
-      }
-      const bool last = n == remaining;
-      parts.push_back({&seq, n,
-                       seq.phase == Phase::kFlush || !last ? LogitsMode::kNone
-                                                           : LogitsMode::kLast});
-      budget -= n;
-    }
-  }
-  FlushCopies();
-  if (parts.empty() && !waiting_for_copies && newest_blocked != nullptr) {
-    // Nothing runs that could free blocks: the newest blocked turn gives
-    // up, so that the others can proceed.
-    newest_blocked->final_status = blocked_status;
-    newest_blocked->done = true;
-  }
-  std::vector<SequenceChunk> chunks;
-  chunks.reserve(parts.size());
-  for (const Part& p : parts) {
-    SequenceChunk c;
-    c.tokens = std::span<const int32_t>(p.seq->tokens)
-                   .subspan(p.seq->computed, p.n);
-    c.start_pos = p.seq->computed;
-    c.block_table = store_->block_table(p.seq->store_id);
-    c.logits = p.logits;
-    chunks.push_back(c);
-  }
-  // Each logits row is sampled where its logits are when the backend can
-  // (only token ids cross the bus), else on the host.
-  const bool device_sampling = bundle_->backend->samples_on_device();
-  row_sampling_.clear();
-  if (device_sampling) {
-    for (const Part& p : parts) {
-      if (p.logits != LogitsMode::kLast) continue;
-      RowSampling rs;
-      rs.on_device = p.seq->sampler->DeviceSamplable();
-      if (rs.on_device) rs.row = p.seq->sampler->NextDeviceRow();
-      row_sampling_.push_back(rs);
-    }
-  }
-  if (!chunks.empty()) {
-    absl::Status st =
-        device_sampling
-            ? bundle_->model->ForwardSampled(chunks, kv_, row_sampling_,
-                                             &sampled_, &logits_)
-            : bundle_->model->Forward(chunks, kv_, &logits_);
-    KVS_CHECK(st.ok()) << "forward failed on validated input: " << st;
-  }
-
-  const int32_t vocab = bundle_->model->config().vocab_size;
-  size_t row = 0;          // in logits_ (host-sampled rows)
-  size_t sampled_row = 0;  // in row_sampling_ / sampled_
-  for (const Part& p : parts) {
-    Sequence& seq = *p.seq;
-    KVS_CHECK_OK(store_->Commit(
-        seq.store_id,
-        std::span<const int32_t>(seq.tokens).subspan(seq.computed, p.n)));
-    seq.computed += p.n;
-    if (seq.phase == Phase::kFlush) {
-      seq.done = true;
-      continue;
-    }
-    if (p.logits != LogitsMode::kLast) continue;
-    int32_t token;
-    if (device_sampling && row_sampling_[sampled_row].on_device) {
-      token = sampled_[sampled_row++];
-    } else {
-      if (device_sampling) ++sampled_row;
-      const std::span<const float> row_logits(logits_.data() + row * vocab,
-                                              vocab);
-      ++row;
-      token = seq.sampler->Sample(row_logits, seq.tokens);
-    }
-    seq.tokens.push_back(token);
-    ++seq.result.generated_tokens;
-    ++stats_.generated_tokens;
-    EmitToken(seq, token);
-  }
-  for (auto& s : active_) {
-    if (s->done) {
-      Finish(*s, s->final_status);
-      s.reset();
-    }
-  }
-  std::erase_if(active_, [](const auto& s) { return s == nullptr; });
-  return true;
-}
-
-void Engine::EmitToken(Sequence& seq, int32_t token) {
-  const ModelConfig& c = bundle_->model->config();
+std::vector<session_store::TranscriptMessage> Engine::Transcript(
+    const Sequence& seq) const {
+  std::vector<session_store::TranscriptMessage> out;
   const TurnRequest& req = seq.req;
-  const bool eog =
-      !req.ignore_eos && bundle_->tokenizer->IsEndOfGeneration(token);
-  std::string text;
-  if (!eog) text = seq.stop->Push(seq.detok->Push(token));
-  if (seq.first_token) {
-    seq.first_token = false;
-    seq.result.ttft_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                      seq.start)
-            .count();
+  // A raw completion's history has no transcript.
+  if (!req.messages.has_value()) return out;
+  if (req.append) {
+    absl::StatusOr<session_store::SessionInfo> info =
+        store_->GetInfo(seq.store_id);
+    if (info.ok()) out = std::move(info->transcript);
   }
-  std::optional<FinishReason> finish;
-  if (eog || seq.stop->stopped()) {
-    finish = FinishReason::kStop;
-  } else if (seq.result.generated_tokens >= req.max_tokens) {
-    finish = FinishReason::kLength;
-  } else if (seq.tokens.size() >= static_cast<size_t>(c.context_length)) {
-    finish = FinishReason::kContext;
-  }
-  if (finish.has_value() && !seq.stop->stopped()) {
-    text += seq.stop->Push(seq.detok->Flush());
-    if (!seq.stop->stopped()) text += seq.stop->Flush();
-  }
-  const int32_t one[] = {token};
-  seq.observer->OnDelta(text, one);
-  if (finish.has_value()) {
-    seq.result.finish = *finish;
-    // The last token's KV is computed in one more step (flush) so that the
-    // next turn continues from a complete history.
-    seq.phase = Sequence::Phase::kFlush;
-    if (seq.anonymous) seq.done = true;
-    return;
-  }
-  seq.phase = Sequence::Phase::kDecode;
-  if (!req.use_cache) {
-    // No-cache baseline: forget all KV and recompute everything next step.
-    store_->EndTurn(seq.store_id);
-    KVS_CHECK_OK(store_->Delete(seq.store_id));
-    absl::StatusOr<session_store::TurnPlan> plan =
-        store_->BeginTurn(seq.store_id, seq.tokens, /*create_if_missing=*/true,
-                          std::nullopt, /*share=*/false);
-    if (!plan.ok()) {
-      seq.final_status = plan.status();
-      seq.done = true;
-      return;
-    }
-    seq.computed = 0;
-    seq.phase = Sequence::Phase::kPrefill;
-  }
+  out.insert(out.end(), req.messages->begin(), req.messages->end());
+  // The reply as far as the kept tokens were sent.
+  const int32_t keep = seq.keep.value_or(seq.delivered);
+  std::string reply = keep < seq.delivered && keep > 0
+                          ? seq.reply.substr(0, seq.reply_at[keep - 1])
+                          : seq.reply;
+  out.push_back({"assistant", std::move(reply)});
+  return out;
 }
 
 void Engine::Finish(Sequence& seq, const absl::Status& status) {
-  if (seq.anonymous) {
-    store_->EndTurn(seq.store_id);
-    (void)store_->Delete(seq.store_id);
-    seq.result.session_tokens = 0;
-  } else {
-    store_->EndTurn(seq.store_id);
-    seq.result.session_tokens = seq.computed;
+  TurnResult& r = seq.result;
+  r.generated_tokens = seq.keep.value_or(seq.delivered);
+  if (seq.opened) {
+    const bool interrupted = absl::IsCancelled(status) ||
+                             absl::IsDeadlineExceeded(status);
+    const bool kept = !seq.anonymous &&
+                      (status.ok() || (interrupted && r.generated_tokens > 0));
+    if (kept) {
+      store_->EndTurn(seq.store_id, seq.tokens, Transcript(seq));
+    } else {
+      store_->AbortTurn(seq.store_id);
+      if (!seq.anonymous) r.generated_tokens = 0;  // nothing of it stays
+    }
+    absl::StatusOr<session_store::SessionInfo> info =
+        seq.anonymous ? absl::NotFoundError("") : store_->GetInfo(seq.store_id);
+    r.session_tokens = info.ok() ? info->num_tokens : 0;
+    ++stats_.turns;
   }
-  seq.result.total_seconds = std::chrono::duration<double>(
-                                 std::chrono::steady_clock::now() - seq.start)
-                                 .count();
-  ++stats_.turns;
-  seq.observer->OnDone(status, seq.result);
+  r.total_seconds = std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - seq.start)
+                        .count();
+  seq.observer->OnDone(status, r);
 }
 
 }  // namespace kvsession::runtime

@@ -10,10 +10,12 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +35,18 @@ namespace kvsession::runtime {
 
 enum class CacheTier { kNone, kDevice, kHost, kRecomputed };
 
+// What a turn does to its session, decided when it ends (one place: the
+// engine's Finish):
+//   - it succeeds: the history becomes the prompt and the generated tokens
+//     that were streamed (tokens of a stop string are not streamed, nor
+//     kept); the transcript gets the messages and the reply;
+//   - it is cancelled or its deadline passes after tokens were streamed:
+//     the same, with exactly the tokens the client was sent
+//     (TurnObserver::Seal);
+//   - anything else (an error, or a cancel or deadline before anything was
+//     streamed): the session is as before the turn, and a session the turn
+//     created does not exist. KV computed for it may stay only where it
+//     matches the old history.
 struct TurnRequest {
   // Empty: a one-off turn whose KV is discarded at the end.
   std::string session_id;
@@ -48,10 +62,17 @@ struct TurnRequest {
   std::vector<int32_t> close_turn;      // e.g. "<|im_end|>\n"
   std::vector<int32_t> turn_separator;  // e.g. "\n" after "<|im_end|>"
   bool create_session = true;
+  // The request's messages, for the session's transcript: appended to it
+  // (append mode) or replacing it (full mode). Unset: a raw completion,
+  // whose history no transcript describes (the transcript is cleared).
+  std::optional<std::vector<session_store::TranscriptMessage>> messages;
   // Set: pin (true) or unpin (false) the session from this turn on.
   std::optional<bool> pin;
   SamplingParams sampling;
-  int32_t max_tokens = 256;
+  // 0: Engine::Options::default_max_tokens, or what the context window has
+  // room for if that is less. Set: prompt + max_tokens must fit the window
+  // (OUT_OF_RANGE otherwise).
+  int32_t max_tokens = 0;
   std::vector<std::string> stop;
   bool ignore_eos = false;
   // false: nothing reused, every step recomputes the whole sequence, the
@@ -72,6 +93,8 @@ struct TurnResult {
   double ttft_seconds = 0;
   double total_seconds = 0;
   double swap_in_seconds = 0;
+  // History tokens of the session after the turn (as before it, when the
+  // turn was undone).
   int32_t session_tokens = 0;
 };
 
@@ -86,6 +109,11 @@ class TurnObserver {
   // cancelled: CANCELLED / DEADLINE_EXCEEDED, with `result` describing what
   // was streamed before).
   virtual void OnDone(const absl::Status& status, const TurnResult& result) = 0;
+  // Called once when the turn ends early (cancel, deadline), before OnDone:
+  // stop sending deltas and return how many tokens of them the client was
+  // sent; the session keeps those. An observer that delivers every delta
+  // as it comes keeps the default.
+  virtual int32_t Seal() { return std::numeric_limits<int32_t>::max(); }
 };
 
 // Lets a handler cancel its turn from any thread.
@@ -132,6 +160,13 @@ class Engine {
     bool share_prefixes = true;
     int32_t max_batch_tokens = 512;
     int32_t max_running = 64;
+    // max_tokens of turns that leave it 0.
+    int32_t default_max_tokens = 256;
+    // A turn (or delete) for a session whose running turn was cancelled
+    // waits for it to unwind (a step or two). One for a session with a
+    // live turn waits this long for it to end or be cancelled (a client's
+    // cancel may reach us just after its next request) before ABORTED.
+    absl::Duration busy_grace = absl::Milliseconds(200);
     int32_t max_sessions = 10000;
     absl::Duration idle_ttl = absl::Hours(1);
     const session_store::Clock* clock = nullptr;  // null: system clock
@@ -173,7 +208,7 @@ class Engine {
   // Moves every idle session of `from` one tier down and waits for the
   // copies (benchmarks, tests). Returns how many moved.
   int EvictAll(session_store::Tier from);
-  // The tokens whose KV the session holds.
+  // The session's token history.
   absl::StatusOr<std::vector<int32_t>> SessionTokens(const std::string& id);
 
   // Cancels every queued and running turn (OnDone with CANCELLED) and stops
@@ -191,6 +226,17 @@ class Engine {
     std::unique_ptr<Sequence> turn;
     std::function<void(bool)> call;
   };
+  // A turn or a delete that waits for its session's running turn to end.
+  struct Deferred {
+    std::string session_id;
+    std::chrono::steady_clock::time_point give_up;  // if that turn is live
+    std::unique_ptr<Sequence> turn;                 // or:
+    std::function<void(BlocksOr)> erase;
+  };
+  // Of the session's running turn: none, cancelled (or past its deadline)
+  // and unwinding, or live.
+  enum class Blocker { kNone, kUnwinding, kLive };
+  struct Part;
 
   Engine(ModelBundle* bundle, const Options& options);
   void Loop();
@@ -217,7 +263,20 @@ class Engine {
   SessionInfoOr DoGetSession(const std::string& id) const;
   BlocksOr DoDeleteSession(const std::string& id);
   EngineStats DoStats() const;
+  Blocker BlockerOf(std::string_view session_id) const;
+  // Runs a turn or delete now, or defers it while its session is busy.
   void Admit(std::unique_ptr<Sequence> seq);
+  void Delete(std::string id, std::chrono::steady_clock::time_point give_up,
+              std::function<void(BlocksOr)> done);
+  // Retries the deferred work whose session has become free.
+  void RunDeferred();
+  // Builds the turn's token sequence, checks it against the context window
+  // and opens its turn in the store; a non-OK status fails the turn.
+  absl::Status Open(Sequence& seq);
+  void RecordPlan(Sequence& seq, const session_store::TurnPlan& plan);
+  // The transcript a kept turn leaves.
+  std::vector<session_store::TranscriptMessage> Transcript(
+      const Sequence& seq) const;
   // Hands the copies the store planned to the copy worker.
   void FlushCopies();
   // Whether the copies the sequence waits for have landed (and, the first
@@ -225,9 +284,20 @@ class Engine {
   bool Ready(Sequence& seq);
   bool AnyReady();
   void MoveBlocks(const session_store::CopyBatch& batch);
-  bool Step();
-  void Finish(Sequence& seq, const absl::Status& status);
+  // One step (engine_step.cc): cancellations, a batch chosen from the
+  // running sequences, the forward pass, sampling and streaming.
+  void Step();
+  void CheckCancellations();
+  std::vector<Part> Schedule();
+  void Run(const std::vector<Part>& parts);
+  void Output(const std::vector<Part>& parts);
   void EmitToken(Sequence& seq, int32_t token);
+  // Ends the sequence's generation keeping its first `generated` tokens:
+  // flushes the last one's KV if it has none, else finishes at the end of
+  // the step.
+  void EndGeneration(Sequence& seq, int32_t generated);
+  // Commits or undoes the turn in the store (see TurnRequest), then OnDone.
+  void Finish(Sequence& seq, const absl::Status& status);
 
   ModelBundle* bundle_;
   Options options_;
@@ -248,6 +318,7 @@ class Engine {
 
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> active_;
+  std::deque<Deferred> deferred_;
   std::vector<float> logits_;
   std::vector<RowSampling> row_sampling_;
   std::vector<int32_t> sampled_;

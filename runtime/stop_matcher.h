@@ -19,6 +19,8 @@ class StopMatcher {
   // The held-back text (at the end of generation without a match).
   std::string Flush();
   bool stopped() const { return stopped_; }
+  // Bytes held back (not yet returned by Push).
+  size_t held_bytes() const { return pending_.size(); }
 
  private:
   std::vector<std::string> stops_;

@@ -93,6 +93,8 @@ class StreamingDetokenizer {
   std::string Push(int32_t id);
   // Whatever is still pending (invalid bytes become U+FFFD).
   std::string Flush();
+  // Bytes held back for an incomplete UTF-8 character.
+  size_t pending_bytes() const { return pending_.size(); }
 
  private:
   const Tokenizer& tokenizer_;

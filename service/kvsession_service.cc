@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "grpcpp/alarm.h"
+#include "service/raw_messages.h"
 #include "service/status_util.h"
 
 namespace kvsession::service {
@@ -40,6 +41,20 @@ v1::FinishReason ToProto(const runtime::TurnResult& r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+void FillSummary(const runtime::TurnResult& r, v1::TurnSummary* s) {
+  s->set_session_id(r.session_id);
+  s->set_finish_reason(ToProto(r));
+  s->set_prompt_tokens(r.prompt_tokens);
+  s->set_cached_tokens(r.cached_tokens);
+  s->set_cached_tier(ToProto(r.cached_tier));
+  s->set_prefilled_tokens(r.prefilled_tokens);
+  s->set_generated_tokens(r.generated_tokens);
+  s->set_time_to_first_token_seconds(r.ttft_seconds);
+  s->set_total_seconds(r.total_seconds);
+  s->set_swap_in_seconds(r.swap_in_seconds);
+  s->set_session_tokens(r.session_tokens);
+}
+
 void LogTurn(const char* rpc, const absl::Status& status,
              const runtime::TurnResult& r) {
   // One line per turn, key=value, for log pipelines.
@@ -59,14 +74,16 @@ void LogTurn(const char* rpc, const absl::Status& status,
 // its own. The reactor deletes itself in OnDone(), which gRPC calls only
 // after Finish(), which we call only after the engine's OnDone, so the
 // engine never sees a dead observer.
-class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
+class TurnReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                           public runtime::TurnObserver {
  public:
   // While *draining is true, the status follows the last message after
   // drain_delay (KvSessionService::Options::drain_finish_delay).
-  TurnReactor(const char* rpc, bool log, Metrics* metrics,
-              const std::atomic<bool>* draining, absl::Duration drain_delay)
-      : rpc_(rpc),
+  TurnReactor(grpc::CallbackServerContext* context, const char* rpc, bool log,
+              Metrics* metrics, const std::atomic<bool>* draining,
+              absl::Duration drain_delay)
+      : context_(context),
+        rpc_(rpc),
         log_(log),
         metrics_(metrics),
         draining_(draining),
@@ -112,18 +129,15 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     if (metrics_ != nullptr) metrics_->ObserveTurn(r);
     v1::ChatEvent ev;
     if (status.ok()) {
-      v1::TurnSummary* s = ev.mutable_summary();
-      s->set_session_id(r.session_id);
-      s->set_finish_reason(ToProto(r));
-      s->set_prompt_tokens(r.prompt_tokens);
-      s->set_cached_tokens(r.cached_tokens);
-      s->set_cached_tier(ToProto(r.cached_tier));
-      s->set_prefilled_tokens(r.prefilled_tokens);
-      s->set_generated_tokens(r.generated_tokens);
-      s->set_time_to_first_token_seconds(r.ttft_seconds);
-      s->set_total_seconds(r.total_seconds);
-      s->set_swap_in_seconds(r.swap_in_seconds);
-      s->set_session_tokens(r.session_tokens);
+      FillSummary(r, ev.mutable_summary());
+    } else if (r.prompt_tokens > 0) {
+      // A turn that ran and ended early (e.g. the server shut down) still
+      // reports what it did, in the trailers: a stream's messages end
+      // with OK only.
+      v1::TurnSummary summary;
+      FillSummary(r, &summary);
+      context_->AddTrailingMetadata(kSummaryTrailer,
+                                    summary.SerializeAsString());
     }
     grpc::Status final_status = ToGrpcStatus(status);
     // Recorded before the client can see the end of the stream, so a
@@ -144,6 +158,13 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     Pump(lock);
   }
 
+  int32_t Seal() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    sealed_ = true;
+    queue_.clear();  // only deltas: OnDone comes after Seal
+    return sent_tokens_;
+  }
+
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_ = true;
@@ -161,7 +182,9 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
 
   void Push(v1::ChatEvent ev, bool last, grpc::Status final_status) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (ev.event_case() != v1::ChatEvent::EVENT_NOT_SET && !cancelled_) {
+    const bool dropped =
+        cancelled_ || (sealed_ && ev.event_case() == v1::ChatEvent::kDelta);
+    if (ev.event_case() != v1::ChatEvent::EVENT_NOT_SET && !dropped) {
       queue_.push_back(std::move(ev));
     }
     if (last) {
@@ -177,7 +200,9 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     if (writing_ || finished_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      current_ = std::move(queue_.front());
+      // Handed to gRPC: sent, as far as the session is concerned (Seal).
+      sent_tokens_ += queue_.front().delta().token_ids_size();
+      SerializeResponse(queue_.front(), &current_);
       queue_.pop_front();
       lock.unlock();
       StartWrite(&current_);
@@ -199,6 +224,7 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
     }
   }
 
+  grpc::CallbackServerContext* context_;
   const char* rpc_;
   bool log_;
   Metrics* metrics_;
@@ -209,23 +235,24 @@ class TurnReactor final : public grpc::ServerWriteReactor<v1::ChatEvent>,
   std::shared_ptr<runtime::TurnHandle> handle_;
   std::mutex mu_;
   std::deque<v1::ChatEvent> queue_;
-  v1::ChatEvent current_;
+  grpc::ByteBuffer current_;
   bool writing_ = false;
   bool engine_done_ = false;
   bool finished_ = false;
   bool cancelled_ = false;
+  bool sealed_ = false;
+  int32_t sent_tokens_ = 0;
   grpc::Status final_;
   grpc::Alarm finish_alarm_;
 };
 
 // The generation fields ChatRequest and CompleteRequest share.
 template <typename Request>
-absl::Status FillGeneration(const Request& r, int32_t default_max_tokens,
-                            runtime::TurnRequest* t) {
+absl::Status FillGeneration(const Request& r, runtime::TurnRequest* t) {
   absl::StatusOr<runtime::SamplingParams> sp = ToSamplingParams(r.sampling());
   if (!sp.ok()) return sp.status();
   t->sampling = *sp;
-  t->max_tokens = r.max_tokens() > 0 ? r.max_tokens() : default_max_tokens;
+  t->max_tokens = r.max_tokens();  // 0: the engine's default
   t->stop.assign(r.stop().begin(), r.stop().end());
   t->ignore_eos = r.ignore_eos();
   t->use_cache = !r.has_use_cache() || r.use_cache();
@@ -276,10 +303,11 @@ absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildChatTurn(
   } else {
     t.tokens = *std::move(first);
   }
-  if (absl::Status st = FillGeneration(r, options_.default_max_tokens, &t);
-      !st.ok()) {
-    return st;
+  t.messages.emplace();
+  for (const runtime::ChatMessage& m : messages) {
+    t.messages->push_back({m.role, m.content});
   }
+  if (absl::Status st = FillGeneration(r, &t); !st.ok()) return st;
   return t;
 }
 
@@ -296,18 +324,16 @@ absl::StatusOr<runtime::TurnRequest> KvSessionService::BuildCompleteTurn(
   } else {
     t.tokens.assign(r.tokens().ids().begin(), r.tokens().ids().end());
   }
-  if (absl::Status st = FillGeneration(r, options_.default_max_tokens, &t);
-      !st.ok()) {
-    return st;
-  }
+  if (absl::Status st = FillGeneration(r, &t); !st.ok()) return st;
   return t;
 }
 
-grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::StartTurn(
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvSessionService::StartTurn(
     grpc::CallbackServerContext* context, const char* rpc,
     absl::StatusOr<runtime::TurnRequest> turn) {
-  auto* reactor = new TurnReactor(rpc, options_.log_turns, options_.metrics,
-                                  &draining_, options_.drain_finish_delay);
+  auto* reactor =
+      new TurnReactor(context, rpc, options_.log_turns, options_.metrics,
+                      &draining_, options_.drain_finish_delay);
   if (!turn.ok()) {
     reactor->FailNow(turn.status());
     return reactor;
@@ -317,24 +343,55 @@ grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::StartTurn(
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Chat(
-    grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
-  return StartTurn(context, "Chat", BuildChatTurn(*request));
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvSessionService::Chat(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  v1::ChatRequest r;
+  absl::Status parsed = ParseRequest(*request, &r);
+  return StartTurn(context, "Chat",
+                   parsed.ok() ? BuildChatTurn(r)
+                               : absl::StatusOr<runtime::TurnRequest>(parsed));
 }
 
-grpc::ServerWriteReactor<v1::ChatEvent>* KvSessionService::Complete(
-    grpc::CallbackServerContext* context, const v1::CompleteRequest* request) {
-  return StartTurn(context, "Complete", BuildCompleteTurn(*request));
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvSessionService::Complete(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  v1::CompleteRequest r;
+  absl::Status parsed = ParseRequest(*request, &r);
+  return StartTurn(context, "Complete",
+                   parsed.ok() ? BuildCompleteTurn(r)
+                               : absl::StatusOr<runtime::TurnRequest>(parsed));
 }
 
-void KvSessionService::FinishUnary(grpc::ServerUnaryReactor* reactor,
-                                   const char* rpc, absl::Time start,
-                                   const grpc::Status& status) const {
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* KvSessionService::Unary(
+    grpc::CallbackServerContext* context, const char* rpc,
+    const grpc::ByteBuffer* in, grpc::ByteBuffer* out,
+    void (KvSessionService::*handler)(
+        std::shared_ptr<UnaryCall<Request, Response>>)) {
+  auto call = std::make_shared<UnaryCall<Request, Response>>();
+  call->reactor = context->DefaultReactor();
+  call->rpc = rpc;
+  call->start = absl::Now();
+  call->out = out;
+  grpc::ServerUnaryReactor* reactor = call->reactor;
+  if (absl::Status s = ParseRequest(*in, &call->request); !s.ok()) {
+    FinishUnary(*call, s);
+    return reactor;
+  }
+  (this->*handler)(std::move(call));
+  return reactor;
+}
+
+template <typename Request, typename Response>
+void KvSessionService::FinishUnary(const UnaryCall<Request, Response>& call,
+                                   const absl::Status& status) const {
+  const grpc::Status st = ToGrpcStatus(status);
+  if (st.ok()) SerializeResponse(call.response, call.out);
   if (options_.metrics != nullptr) {
     options_.metrics->ObserveRequest(
-        rpc, status.error_code(), absl::ToDoubleSeconds(absl::Now() - start));
+        call.rpc, st.error_code(),
+        absl::ToDoubleSeconds(absl::Now() - call.start));
   }
-  reactor->Finish(status);
+  call.reactor->Finish(st);
 }
 
 void KvSessionService::FillSessionInfo(const session_store::SessionInfo& in,
@@ -359,85 +416,99 @@ void KvSessionService::FillSessionInfo(const session_store::SessionInfo& in,
   out->set_shared_blocks(in.shared_blocks);
   out->set_turns(static_cast<int32_t>(in.turns));
   out->set_idle_seconds(absl::ToDoubleSeconds(absl::Now() - in.last_used));
+  for (const session_store::TranscriptMessage& m : in.transcript) {
+    v1::Message* msg = out->add_messages();
+    msg->set_role(m.role);
+    msg->set_content(m.content);
+  }
 }
 
 grpc::ServerUnaryReactor* KvSessionService::GetSession(
-    grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
-    v1::SessionInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time start = absl::Now();
-  if (absl::Status s = ValidateSessionId(request->session_id(), true);
-      !s.ok()) {
-    FinishUnary(reactor, "GetSession", start, ToGrpcStatus(s));
-    return reactor;
-  }
-  engine_->GetSessionAsync(
-      request->session_id(),
-      [this, reactor, response, start](runtime::Engine::SessionInfoOr info) {
-        if (info.ok()) FillSessionInfo(*info, response);
-        FinishUnary(reactor, "GetSession", start, ToGrpcStatus(info.status()));
-      });
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary(context, "GetSession", request, response,
+               &KvSessionService::DoGetSession);
 }
 
 grpc::ServerUnaryReactor* KvSessionService::ListSessions(
-    grpc::CallbackServerContext* context,
-    const v1::ListSessionsRequest* request,
-    v1::ListSessionsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time start = absl::Now();
-  const int32_t size = request->page_size() == 0 ? 100 : request->page_size();
-  engine_->ListSessionsAsync(
-      size, request->page_token(),
-      [this, reactor, response, start](runtime::Engine::SessionPageOr page) {
-        if (page.ok()) {
-          for (const session_store::SessionInfo& s : page->sessions) {
-            FillSessionInfo(s, response->add_sessions());
-          }
-          response->set_next_page_token(page->next_page_token);
-        }
-        FinishUnary(reactor, "ListSessions", start,
-                    ToGrpcStatus(page.status()));
-      });
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary(context, "ListSessions", request, response,
+               &KvSessionService::DoListSessions);
 }
 
 grpc::ServerUnaryReactor* KvSessionService::DeleteSession(
-    grpc::CallbackServerContext* context,
-    const v1::DeleteSessionRequest* request,
-    v1::DeleteSessionResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time start = absl::Now();
-  if (absl::Status s = ValidateSessionId(request->session_id(), true);
-      !s.ok()) {
-    FinishUnary(reactor, "DeleteSession", start, ToGrpcStatus(s));
-    return reactor;
-  }
-  engine_->DeleteSessionAsync(
-      request->session_id(),
-      [this, reactor, response, start](runtime::Engine::BlocksOr freed) {
-        if (freed.ok()) response->set_freed_blocks(*freed);
-        FinishUnary(reactor, "DeleteSession", start,
-                    ToGrpcStatus(freed.status()));
-      });
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary(context, "DeleteSession", request, response,
+               &KvSessionService::DoDeleteSession);
 }
 
 grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
-    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
-    v1::ServerInfo* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time start = absl::Now();
-  engine_->StatsAsync([this, reactor, response,
-                       start](runtime::EngineStats stats) {
-    const runtime::ModelConfig& c = bundle_->model->config();
-    response->set_model_name(c.name);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary(context, "GetServerInfo", request, response,
+               &KvSessionService::DoGetServerInfo);
+}
+
+void KvSessionService::DoGetSession(
+    std::shared_ptr<UnaryCall<v1::GetSessionRequest, v1::SessionInfo>> c) {
+  const std::string& id = c->request.session_id();
+  if (absl::Status s = ValidateSessionId(id, true); !s.ok()) {
+    FinishUnary(*c, s);
+    return;
+  }
+  engine_->GetSessionAsync(id, [this, c](runtime::Engine::SessionInfoOr info) {
+    if (info.ok()) FillSessionInfo(*info, &c->response);
+    FinishUnary(*c, info.status());
+  });
+}
+
+void KvSessionService::DoListSessions(
+    std::shared_ptr<UnaryCall<v1::ListSessionsRequest, v1::ListSessionsResponse>>
+        c) {
+  const int32_t size =
+      c->request.page_size() == 0 ? 100 : c->request.page_size();
+  engine_->ListSessionsAsync(
+      size, c->request.page_token(),
+      [this, c](runtime::Engine::SessionPageOr page) {
+        if (page.ok()) {
+          for (const session_store::SessionInfo& s : page->sessions) {
+            FillSessionInfo(s, c->response.add_sessions());
+          }
+          c->response.set_next_page_token(page->next_page_token);
+        }
+        FinishUnary(*c, page.status());
+      });
+}
+
+void KvSessionService::DoDeleteSession(
+    std::shared_ptr<
+        UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>>
+        c) {
+  const std::string& id = c->request.session_id();
+  if (absl::Status s = ValidateSessionId(id, true); !s.ok()) {
+    FinishUnary(*c, s);
+    return;
+  }
+  engine_->DeleteSessionAsync(id, [this, c](runtime::Engine::BlocksOr freed) {
+    if (freed.ok()) c->response.set_freed_blocks(*freed);
+    FinishUnary(*c, freed.status());
+  });
+}
+
+void KvSessionService::DoGetServerInfo(
+    std::shared_ptr<UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>> c) {
+  engine_->StatsAsync([this, c](runtime::EngineStats stats) {
+    v1::ServerInfo* response = &c->response;
+    const runtime::ModelConfig& cfg = bundle_->model->config();
+    response->set_model_name(cfg.name);
     response->set_model_path(options_.model_path);
-    response->set_architecture(c.architecture);
-    response->set_context_length(c.context_length);
-    response->set_vocab_size(c.vocab_size);
+    response->set_architecture(cfg.architecture);
+    response->set_context_length(cfg.context_length);
+    response->set_vocab_size(cfg.vocab_size);
     response->set_block_size(engine_->options().block_size);
-    response->set_kv_bytes_per_token(c.KvBytesPerToken());
+    response->set_kv_bytes_per_token(cfg.KvBytesPerToken());
     for (session_store::Tier tier :
          {session_store::Tier::kDevice, session_store::Tier::kHost}) {
       const session_store::TierStats& t = stats.store.tier(tier);
@@ -455,9 +526,8 @@ grpc::ServerUnaryReactor* KvSessionService::GetServerInfo(
     if (bundle_->chat_template.has_value()) {
       response->set_chat_template(std::string(bundle_->chat_template->name()));
     }
-    FinishUnary(reactor, "GetServerInfo", start, grpc::Status::OK);
+    FinishUnary(*c, absl::OkStatus());
   });
-  return reactor;
 }
 
 }  // namespace kvsession::service

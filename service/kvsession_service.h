@@ -5,6 +5,7 @@
 #define KVSESSION_SERVICE_KVSESSION_SERVICE_H_
 
 #include <atomic>
+#include <memory>
 #include <string>
 
 #include "absl/time/time.h"
@@ -15,6 +16,10 @@
 
 namespace kvsession::service {
 
+// Trailing metadata of a Chat or Complete stream that ends with an error
+// after its turn ran: the serialized TurnSummary.
+inline constexpr char kSummaryTrailer[] = "kvsession-turn-summary-bin";
+
 // One structured line per finished turn.
 struct TurnLogLine {
   std::string rpc;
@@ -22,11 +27,31 @@ struct TurnLogLine {
   const absl::Status* status;
 };
 
-class KvSessionService final : public v1::KvSession::CallbackService {
+// Every method on raw bytes (service/raw_messages.h says why).
+using RawKvSessionService = v1::KvSession::WithRawCallbackMethod_Chat<
+    v1::KvSession::WithRawCallbackMethod_Complete<
+        v1::KvSession::WithRawCallbackMethod_GetSession<
+            v1::KvSession::WithRawCallbackMethod_ListSessions<
+                v1::KvSession::WithRawCallbackMethod_DeleteSession<
+                    v1::KvSession::WithRawCallbackMethod_GetServerInfo<
+                        v1::KvSession::Service>>>>>>;
+
+// A unary call: the parsed request, the response to fill, and where its
+// bytes go.
+template <typename Request, typename Response>
+struct UnaryCall {
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  const char* rpc = "";
+  absl::Time start;
+  Request request;
+  Response response;
+  grpc::ByteBuffer* out = nullptr;
+};
+
+class KvSessionService final : public RawKvSessionService {
  public:
   struct Options {
     ValidationLimits limits;
-    int32_t default_max_tokens = 256;
     std::string model_path;
     bool log_turns = true;
     // Not owned; null records no metrics.
@@ -46,39 +71,54 @@ class KvSessionService final : public v1::KvSession::CallbackService {
   // that end from now on use drain_finish_delay.
   void BeginDrain() { draining_.store(true); }
 
-  grpc::ServerWriteReactor<v1::ChatEvent>* Chat(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Chat(
       grpc::CallbackServerContext* context,
-      const v1::ChatRequest* request) override;
-  grpc::ServerWriteReactor<v1::ChatEvent>* Complete(
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Complete(
       grpc::CallbackServerContext* context,
-      const v1::CompleteRequest* request) override;
+      const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
-                                       const v1::GetSessionRequest* request,
-                                       v1::SessionInfo* response) override;
-  grpc::ServerUnaryReactor* ListSessions(
-      grpc::CallbackServerContext* context,
-      const v1::ListSessionsRequest* request,
-      v1::ListSessionsResponse* response) override;
-  grpc::ServerUnaryReactor* DeleteSession(
-      grpc::CallbackServerContext* context,
-      const v1::DeleteSessionRequest* request,
-      v1::DeleteSessionResponse* response) override;
-  grpc::ServerUnaryReactor* GetServerInfo(
-      grpc::CallbackServerContext* context,
-      const v1::GetServerInfoRequest* request,
-      v1::ServerInfo* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
  private:
   absl::StatusOr<runtime::TurnRequest> BuildChatTurn(
       const v1::ChatRequest& r) const;
   absl::StatusOr<runtime::TurnRequest> BuildCompleteTurn(
       const v1::CompleteRequest& r) const;
-  grpc::ServerWriteReactor<v1::ChatEvent>* StartTurn(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* StartTurn(
       grpc::CallbackServerContext* context, const char* rpc,
       absl::StatusOr<runtime::TurnRequest> turn);
-  // Records a unary RPC's outcome, then finishes it.
-  void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* rpc,
-                   absl::Time start, const grpc::Status& status) const;
+  // Parses the request and runs `handler`, or fails the call.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Unary(
+      grpc::CallbackServerContext* context, const char* rpc,
+      const grpc::ByteBuffer* in, grpc::ByteBuffer* out,
+      void (KvSessionService::*handler)(
+          std::shared_ptr<UnaryCall<Request, Response>>));
+  template <typename Request, typename Response>
+  void FinishUnary(const UnaryCall<Request, Response>& call,
+                   const absl::Status& status) const;
+  void DoGetSession(
+      std::shared_ptr<UnaryCall<v1::GetSessionRequest, v1::SessionInfo>> c);
+  void DoListSessions(std::shared_ptr<
+                      UnaryCall<v1::ListSessionsRequest, v1::ListSessionsResponse>>
+                          c);
+  void DoDeleteSession(
+      std::shared_ptr<
+          UnaryCall<v1::DeleteSessionRequest, v1::DeleteSessionResponse>>
+          c);
+  void DoGetServerInfo(
+      std::shared_ptr<UnaryCall<v1::GetServerInfoRequest, v1::ServerInfo>> c);
   void FillSessionInfo(const session_store::SessionInfo& in,
                        v1::SessionInfo* out) const;
 

@@ -104,6 +104,7 @@ int Run() {
   eo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   eo.max_running = absl::GetFlag(FLAGS_max_running);
   eo.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  eo.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   eo.idle_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_idle_ttl_s));
   eo.kv_host_bytes = absl::GetFlag(FLAGS_kv_host_bytes);
   eo.share_prefixes = absl::GetFlag(FLAGS_share_prefixes);
@@ -121,7 +122,6 @@ int Run() {
   }
 
   service::KvSessionService::Options so;
-  so.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   so.limits.max_tokens = absl::GetFlag(FLAGS_max_tokens_limit);
   so.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   so.model_path = load.path;

@@ -156,7 +156,12 @@ void SessionStore::SetPinned(Session& s, bool pinned) {
   s.pinned = pinned;
   const int sign = pinned ? 1 : -1;
   pinned_sessions_ += sign;
-  pinned_tokens_ += sign * static_cast<int64_t>(s.tokens.size());
+  pinned_tokens_ += sign * HistorySize(s);
+}
+
+std::string SessionStore::Name(const Session& s) {
+  return s.ephemeral ? std::string("a one-off turn")
+                     : absl::StrCat("session ", s.id);
 }
 
 uint64_t SessionStore::PlanCopy(CopyBatch::Kind kind, Tier from, Tier to,
@@ -193,7 +198,8 @@ void SessionStore::Destroy(Session& s) {
 
 absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     std::string_view id, std::span<const int32_t> prompt,
-    bool create_if_missing, std::optional<bool> pin, bool share) {
+    bool create_if_missing, std::optional<bool> pin, bool share,
+    bool ephemeral) {
   if (id.empty()) return absl::InvalidArgumentError("session id is empty");
   if (prompt.empty()) {
     return absl::InvalidArgumentError(
@@ -211,6 +217,10 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     return absl::AbortedError(
         absl::StrCat("session ", Sv(id), " is busy with another request"));
   }
+  if (ephemeral && s != nullptr) {
+    return absl::InvalidArgumentError("an ephemeral session must be new");
+  }
+  const bool created = s == nullptr;
   if (s == nullptr) {
     if (!create_if_missing) {
       return absl::NotFoundError(
@@ -218,12 +228,13 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     }
     // Expiring only removes sessions that are due anyway, so on the error
     // path below nothing was removed (or there would be room).
-    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
-      ExpireIdle();
-    }
-    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
+    auto open = [&] {
+      return static_cast<int64_t>(sessions_.size()) - ephemeral_sessions_;
+    };
+    if (!ephemeral && open() >= options_.max_sessions) ExpireIdle();
+    if (!ephemeral && open() >= options_.max_sessions) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("cannot open session ", Sv(id), ": ", sessions_.size(),
+          absl::StrCat("cannot open session ", Sv(id), ": ", open(),
                        " sessions open, the limit is ", options_.max_sessions));
     }
     auto [it, inserted] = sessions_.try_emplace(std::string(id));
@@ -232,12 +243,20 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
     s->id = it->first;
     s->tier = Tier::kDevice;
     s->created = now;
+    s->ephemeral = ephemeral;
+    ephemeral_sessions_ += ephemeral;
   } else {
     UnlinkIdle(*s);
   }
   // Busy from here on, so that making room below never evicts this session.
   s->busy = true;
   ++busy_sessions_;
+  s->undo.created = created;
+  s->undo.pinned = s->pinned;
+  s->undo.history = History(id);
+  // The turn works on the KV-holding part; AbortTurn restores the tail.
+  if (s->pinned) pinned_tokens_ -= static_cast<int64_t>(s->tail.size());
+  s->tail.clear();
   if (pin.has_value()) SetPinned(*s, *pin);
   s->share = share && options_.share_prefixes;
 
@@ -300,6 +319,8 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
   ++s->turns;
   s->prompt_tokens += plan.prompt_tokens;
   s->reused_tokens += reuse;
+  s->turn_prompt_tokens = plan.prompt_tokens;
+  s->turn_reused_tokens = reuse;
   ++counters_.turns;
   counters_.prompt_tokens += plan.prompt_tokens;
   counters_.reused_tokens[static_cast<int>(plan.reused_from)] += reuse;
@@ -322,7 +343,7 @@ absl::StatusOr<uint64_t> SessionStore::Reserve(std::string_view id,
   BlockPool& pool = *tier(Tier::kDevice).pool;
   if (!MakeRoom(Tier::kDevice, need)) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "session ", Sv(id), " needs ", need, " more KV blocks to hold ",
+        Name(s), " needs ", need, " more KV blocks to hold ",
         total_tokens, " tokens; ", pool.free_blocks(), " of ", pool.capacity(),
         " device blocks are free and the rest belong to ", busy_sessions_,
         " running sessions"));
@@ -345,7 +366,7 @@ absl::Status SessionStore::Commit(std::string_view id,
       static_cast<int64_t>(s.blocks.size()) * options_.block_size;
   if (total > reserved) {
     return absl::FailedPreconditionError(
-        absl::StrCat("Commit of ", tokens.size(), " tokens to session ", Sv(id),
+        absl::StrCat("Commit of ", tokens.size(), " tokens to ", Name(s),
                      " would hold ", total, " tokens, but only ", reserved,
                      " positions are reserved"));
   }
@@ -361,19 +382,81 @@ absl::Status SessionStore::Commit(std::string_view id,
   return absl::OkStatus();
 }
 
-void SessionStore::EndTurn(std::string_view id) {
+void SessionStore::SetHistory(Session& s, std::span<const int32_t> history) {
+  const int32_t bs = options_.block_size;
+  const int64_t before = HistorySize(s);
+  int64_t keep = CommonPrefix(s.tokens, history);
+  int64_t blocks = BlocksFor(keep);
+  if (keep % bs != 0) {
+    // The block cut inside will be written by the next turn: it must be
+    // private then. One other sessions share goes back (its tokens become
+    // tail); a private one leaves the prefix index.
+    const int32_t b = s.blocks[keep / bs];
+    if (index_.Contains(b)) {
+      if (tier(Tier::kDevice).pool->ref_count(b) == 1) {
+        index_.Erase(b);
+      } else {
+        blocks = keep / bs;
+        keep = blocks * bs;
+      }
+    }
+  }
+  s.tokens.resize(keep);
+  ShrinkTable(s, blocks);
+  s.tail.assign(history.begin() + keep, history.end());
+  if (s.pinned) pinned_tokens_ += HistorySize(s) - before;
+}
+
+void SessionStore::Release(Session& s) {
+  s.busy = false;
+  --busy_sessions_;
+  s.undo = Undo();
+  s.last_used = clock_.Now();
+  if (s.pinned && pinned_tokens_ > options_.max_pinned_tokens) {
+    SetPinned(s, false);
+    ++counters_.unpinned_over_cap;
+  }
+  LinkIdle(s);
+}
+
+void SessionStore::EndTurn(
+    std::string_view id, std::span<const int32_t> history,
+    std::optional<std::vector<TranscriptMessage>> transcript) {
   Session* s = Find(id);
   KVS_CHECK(s != nullptr) << "EndTurn of unknown session " << id;
   KVS_CHECK(s->busy) << "EndTurn of idle session " << id;
-  ShrinkTable(*s, BlocksFor(static_cast<int64_t>(s->tokens.size())));
+  // A copy: `history` may be this session's own tokens.
+  const std::vector<int32_t> h(history.begin(), history.end());
+  SetHistory(*s, h);
+  if (transcript.has_value()) s->transcript = *std::move(transcript);
+  Release(*s);
+}
+
+void SessionStore::EndTurn(std::string_view id) {
+  EndTurn(id, tokens(id));
+}
+
+void SessionStore::AbortTurn(std::string_view id) {
+  Session* s = Find(id);
+  KVS_CHECK(s != nullptr) << "AbortTurn of unknown session " << id;
+  KVS_CHECK(s->busy) << "AbortTurn of idle session " << id;
+  Undo undo = std::move(s->undo);
+  SetHistory(*s, undo.history);
+  SetPinned(*s, undo.pinned);
+  --s->turns;
+  s->prompt_tokens -= s->turn_prompt_tokens;
+  s->reused_tokens -= s->turn_reused_tokens;
+  if (!undo.created) {
+    Release(*s);
+    return;
+  }
   s->busy = false;
   --busy_sessions_;
-  s->last_used = clock_.Now();
-  if (s->pinned && pinned_tokens_ > options_.max_pinned_tokens) {
-    SetPinned(*s, false);
-    ++counters_.unpinned_over_cap;
-  }
-  LinkIdle(*s);
+  ephemeral_sessions_ -= s->ephemeral;
+  SetPinned(*s, false);
+  ShrinkTable(*s, 0);
+  const std::string key = std::move(s->id);
+  sessions_.erase(key);
 }
 
 absl::Status SessionStore::Delete(std::string_view id) {
@@ -394,7 +477,7 @@ absl::Status SessionStore::Delete(std::string_view id) {
 SessionInfo SessionStore::Info(const Session& s) const {
   SessionInfo info;
   info.id = s.id;
-  info.num_tokens = static_cast<int32_t>(s.tokens.size());
+  info.num_tokens = static_cast<int32_t>(HistorySize(s));
   info.num_blocks = static_cast<int32_t>(s.blocks.size());
   info.tier = s.tier;
   info.busy = s.busy;
@@ -409,12 +492,13 @@ SessionInfo SessionStore::Info(const Session& s) const {
   info.turns = s.turns;
   info.prompt_tokens = s.prompt_tokens;
   info.reused_tokens = s.reused_tokens;
+  info.transcript = s.transcript;
   return info;
 }
 
 absl::StatusOr<SessionInfo> SessionStore::GetInfo(std::string_view id) const {
   const Session* s = Find(id);
-  if (s == nullptr) {
+  if (s == nullptr || s->ephemeral) {
     return absl::NotFoundError(absl::StrCat("session ", Sv(id), " not found"));
   }
   return Info(*s);
@@ -441,8 +525,9 @@ absl::StatusOr<SessionPage> SessionStore::List(
   for (; it != sessions_.end() &&
          static_cast<int32_t>(page.sessions.size()) < page_size;
        ++it) {
-    page.sessions.push_back(Info(it->second));
+    if (!it->second.ephemeral) page.sessions.push_back(Info(it->second));
   }
+  while (it != sessions_.end() && it->second.ephemeral) ++it;
   if (it != sessions_.end()) {
     page.next_page_token = absl::WebSafeBase64Escape(page.sessions.back().id);
   }
@@ -453,6 +538,14 @@ const std::vector<int32_t>& SessionStore::tokens(std::string_view id) const {
   const Session* s = Find(id);
   KVS_CHECK(s != nullptr) << "unknown session " << id;
   return s->tokens;
+}
+
+std::vector<int32_t> SessionStore::History(std::string_view id) const {
+  const Session* s = Find(id);
+  KVS_CHECK(s != nullptr) << "unknown session " << id;
+  std::vector<int32_t> h = s->tokens;
+  h.insert(h.end(), s->tail.begin(), s->tail.end());
+  return h;
 }
 
 const std::vector<int32_t>& SessionStore::block_table(
@@ -468,8 +561,8 @@ bool SessionStore::Contains(std::string_view id) const {
 
 StoreStats SessionStore::Stats() const {
   StoreStats stats = counters_;
-  stats.sessions = static_cast<int32_t>(sessions_.size());
-  stats.busy_sessions = busy_sessions_;
+  stats.sessions = static_cast<int32_t>(sessions_.size()) - ephemeral_sessions_;
+  stats.busy_sessions = busy_sessions_ - ephemeral_sessions_;
   stats.pinned_sessions = pinned_sessions_;
   stats.pinned_tokens = pinned_tokens_;
   const BlockPool& device = *tier(Tier::kDevice).pool;
@@ -491,7 +584,7 @@ StoreStats SessionStore::Stats() const {
     }
   }
   // Running sequences are always resident.
-  stats.tiers[static_cast<int>(Tier::kDevice)].sessions += busy_sessions_;
+  stats.tiers[static_cast<int>(Tier::kDevice)].sessions += stats.busy_sessions;
   return stats;
 }
 

@@ -16,9 +16,17 @@
 //   Reserve(id, n)             -> block_table(id) covers n positions; wait
 //                                 for the returned ticket before computing
 //   ... compute KV into the table ...
-//   Commit(id, new_tokens)     -> history grows by the computed tokens
-//   EndTurn(id)                -> idle again, most recently used
+//   Commit(id, new_tokens)     -> the turn's KV grows by the computed tokens
+//   EndTurn(id, history)       -> the turn is kept: the session's history
+//                                 becomes `history`; idle, most recently used
+//   AbortTurn(id)              -> or the turn is undone: history, transcript,
+//                                 pin and counters as before BeginTurn (a
+//                                 session the turn created is removed)
 //   TakeCopies()               -> after any of these: copies to run
+//
+// A session's history is its token sequence; the KV of a leading part of it
+// is held in blocks (all of it, usually). The rest, the tail, has no KV: the
+// next turn computes it (a dropped session is all tail).
 #ifndef KVSESSION_SESSION_STORE_SESSION_STORE_H_
 #define KVSESSION_SESSION_STORE_SESSION_STORE_H_
 
@@ -87,9 +95,16 @@ struct TurnPlan {
   int32_t prefill_tokens() const { return prompt_tokens - reused_tokens; }
 };
 
+// One message of a session's transcript (the chat the history renders).
+struct TranscriptMessage {
+  std::string role;
+  std::string content;
+  bool operator==(const TranscriptMessage&) const = default;
+};
+
 struct SessionInfo {
   std::string id;
-  int32_t num_tokens = 0;
+  int32_t num_tokens = 0;  // history tokens (with or without KV)
   int32_t num_blocks = 0;
   Tier tier = Tier::kDevice;
   bool busy = false;
@@ -100,6 +115,7 @@ struct SessionInfo {
   int64_t turns = 0;
   int64_t prompt_tokens = 0;  // summed over turns
   int64_t reused_tokens = 0;  // summed over turns
+  std::vector<TranscriptMessage> transcript;
 };
 
 struct SessionPage {
@@ -116,6 +132,8 @@ struct TierStats {
   int64_t used_bytes = 0;
 };
 
+// Sessions, busy sessions and tier counts leave out one-off turns (ephemeral
+// sessions: BeginTurn's `ephemeral`); their blocks are counted.
 struct StoreStats {
   int32_t sessions = 0;
   int32_t busy_sessions = 0;  // running a generation (always device tier)
@@ -183,14 +201,13 @@ class SessionStore {
 
   const Options& options() const { return options_; }
 
-  // Starts a turn: marks the session busy, keeps the longest common prefix
-  // of its history and `prompt` (at most prompt.size() - 1 tokens, so that
-  // the model computes at least the last prompt token and yields logits),
-  // and releases blocks past that prefix. A block partly inside the prefix
-  // stays with the session; its stale tail is overwritten by the prefill.
-  // The cut stands even if the turn later fails: the session keeps the
-  // common prefix, which is still valid KV. Errors leave the store
-  // unchanged:
+  // Starts a turn: marks the session busy, keeps the KV of the longest
+  // common prefix of its history and `prompt` (at most prompt.size() - 1
+  // tokens, so that the model computes at least the last prompt token and
+  // yields logits), and releases blocks past that prefix. A block partly
+  // inside the prefix stays with the session; its stale tail is overwritten
+  // by the prefill. The history before the turn is kept for AbortTurn.
+  // Errors leave the store unchanged:
   //   INVALID_ARGUMENT   empty id or empty prompt
   //   ABORTED            the session is running another request
   //   NOT_FOUND          no such session and !create_if_missing
@@ -203,11 +220,14 @@ class SessionStore {
   // session's KV is dropped (the turn recomputes it). `pin` set: pins or
   // unpins the session. `share` false: this turn neither takes nor offers
   // shared blocks (a no-cache baseline must compute everything).
+  // `ephemeral`: a one-off turn's session (new only), which is no session
+  // to the API: not listed, not counted in Stats().sessions nor against
+  // max_sessions, never named in messages; end it with AbortTurn.
   absl::StatusOr<TurnPlan> BeginTurn(std::string_view id,
                                      std::span<const int32_t> prompt,
                                      bool create_if_missing,
                                      std::optional<bool> pin = std::nullopt,
-                                     bool share = true);
+                                     bool share = true, bool ephemeral = false);
 
   // Grows the busy session's block table to cover `total_tokens` positions;
   // never shrinks it. Evicts idle sessions (least recently used, unpinned
@@ -223,10 +243,22 @@ class SessionStore {
   // reserved positions.
   absl::Status Commit(std::string_view id, std::span<const int32_t> tokens);
 
-  // Ends the turn (succeeded or not): releases reserved blocks the history
-  // does not reach, clears busy and makes the session most recently used.
-  // The session must be busy.
+  // Ends the turn and keeps it: the history becomes `history` (the turn's
+  // prompt and the generated tokens it keeps), of which the computed KV
+  // covers the common prefix with the committed tokens (the rest is tail);
+  // `transcript`, if set, replaces the transcript. Releases blocks past the
+  // kept KV, clears busy and makes the session most recently used. The
+  // session must be busy.
+  void EndTurn(std::string_view id, std::span<const int32_t> history,
+               std::optional<std::vector<TranscriptMessage>> transcript =
+                   std::nullopt);
+  // EndTurn with the committed tokens as the history.
   void EndTurn(std::string_view id);
+  // Ends the turn and undoes it: history, transcript, pin and per-session
+  // counters are as before BeginTurn; of the KV computed, what matches the
+  // old history stays. A session the turn created is removed. The session
+  // must be busy.
+  void AbortTurn(std::string_view id);
 
   // Removes a session and frees its blocks at once. FAILED_PRECONDITION
   // while a request runs on it (cancel that first: freeing blocks under a
@@ -257,8 +289,10 @@ class SessionStore {
                                    std::string_view page_token) const;
 
   // For the engine during a turn. The session must exist; references stay
-  // valid until the next mutating call.
+  // valid until the next mutating call. tokens(): those whose KV is held
+  // (during a turn: computed so far); History(): the whole history.
   const std::vector<int32_t>& tokens(std::string_view id) const;
+  std::vector<int32_t> History(std::string_view id) const;
   // Block ids (in the session's tier) of positions [i*block_size, ...).
   const std::vector<int32_t>& block_table(std::string_view id) const;
   bool Contains(std::string_view id) const;
@@ -276,10 +310,21 @@ class SessionStore {
  private:
   friend class SessionStorePeer;  // tests corrupt state to prove the checks
 
+  // What AbortTurn restores.
+  struct Undo {
+    std::vector<int32_t> history;
+    bool created = false;
+    bool pinned = false;
+  };
+
   struct Session {
     std::string id;
     std::vector<int32_t> tokens;  // KV computed for these, in order
+    std::vector<int32_t> tail;    // the history past `tokens`: no KV
     std::vector<int32_t> blocks;  // ids in tiers_[tier].pool
+    std::vector<TranscriptMessage> transcript;
+    Undo undo;  // during a turn
+    bool ephemeral = false;
     Tier tier = Tier::kDevice;
     bool busy = false;
     bool pinned = false;
@@ -291,6 +336,9 @@ class SessionStore {
     int64_t turns = 0;
     int64_t prompt_tokens = 0;
     int64_t reused_tokens = 0;
+    // This turn's share of the two above (AbortTurn takes it back).
+    int64_t turn_prompt_tokens = 0;
+    int64_t turn_reused_tokens = 0;
   };
   using IdleList = LruList<Session, &Session::lru>;
 
@@ -316,6 +364,15 @@ class SessionStore {
   TierState& tier(Tier t) { return tiers_[static_cast<int>(t)]; }
   const TierState& tier(Tier t) const { return tiers_[static_cast<int>(t)]; }
   int64_t BlocksFor(int64_t num_tokens) const;
+  static int64_t HistorySize(const Session& s) {
+    return static_cast<int64_t>(s.tokens.size() + s.tail.size());
+  }
+  // "session ID", or a neutral name for an ephemeral session (messages).
+  static std::string Name(const Session& s);
+  // Makes `history` the busy session's history (EndTurn, AbortTurn).
+  void SetHistory(Session& s, std::span<const int32_t> history);
+  // Clears busy, links the session idle, most recently used.
+  void Release(Session& s);
   // Releases the session's blocks past the first `keep`.
   void ShrinkTable(Session& s, int64_t keep);
   // Drops one reference of each block of tier t; a device block that
@@ -363,6 +420,7 @@ class SessionStore {
   std::array<TierState, kNumTiers> tiers_;
   PrefixIndex index_;  // device blocks
   int32_t busy_sessions_ = 0;
+  int32_t ephemeral_sessions_ = 0;  // always busy
   int32_t pinned_sessions_ = 0;
   int64_t pinned_tokens_ = 0;  // history tokens of pinned sessions
   uint64_t next_ticket_ = 1;

@@ -61,6 +61,11 @@ absl::Status SessionStore::CheckSession(
       }
     }
   }
+  if (!s.tail.empty() && (s.busy || s.tier == Tier::kDropped)) {
+    return absl::InternalError(absl::StrCat(
+        "session ", s.id, " has a tail while ",
+        s.busy ? "busy" : "dropped"));
+  }
   if (s.busy) {
     if (s.tier != Tier::kDevice) {
       return absl::InternalError(absl::StrCat(
@@ -93,11 +98,14 @@ absl::Status SessionStore::CheckInvariants() const {
     refs[i].assign(pool->capacity(), 0);
   }
   if (absl::Status st = index_.CheckInvariants(); !st.ok()) return st;
-  if (static_cast<int64_t>(sessions_.size()) > options_.max_sessions) {
+  const int64_t open =
+      static_cast<int64_t>(sessions_.size()) - ephemeral_sessions_;
+  if (open > options_.max_sessions) {
     return absl::InternalError(
-        absl::StrCat(sessions_.size(), " sessions exceed the limit"));
+        absl::StrCat(open, " sessions exceed the limit"));
   }
   int32_t busy = 0;
+  int32_t ephemeral = 0;
   int32_t pinned = 0;
   int64_t pinned_tokens = 0;
   for (const auto& [key, s] : sessions_) {
@@ -108,11 +116,16 @@ absl::Status SessionStore::CheckInvariants() const {
     if (absl::Status st = CheckSession(s, refs); !st.ok()) return st;
     busy += s.busy;
     pinned += s.pinned;
-    if (s.pinned) pinned_tokens += static_cast<int64_t>(s.tokens.size());
+    ephemeral += s.ephemeral;
+    if (s.ephemeral && !s.busy) {
+      return absl::InternalError("an ephemeral session outlived its turn");
+    }
+    if (s.pinned) pinned_tokens += HistorySize(s);
   }
-  if (busy != busy_sessions_) {
-    return absl::InternalError(
-        absl::StrCat(busy, " busy sessions, counted ", busy_sessions_));
+  if (busy != busy_sessions_ || ephemeral != ephemeral_sessions_) {
+    return absl::InternalError(absl::StrCat(
+        busy, " busy sessions, counted ", busy_sessions_, "; ", ephemeral,
+        " ephemeral, counted ", ephemeral_sessions_));
   }
   if (pinned != pinned_sessions_ || pinned_tokens != pinned_tokens_) {
     return absl::InternalError(absl::StrCat(

@@ -67,6 +67,9 @@ void SessionStore::Drop(Session& s) {
   KVS_CHECK(s.tier != Tier::kDropped);
   ReleaseBlocks(s.tier, s.blocks);
   s.blocks.clear();
+  // A dropped session's tokens are all its history, without KV.
+  s.tokens.insert(s.tokens.end(), s.tail.begin(), s.tail.end());
+  s.tail.clear();
   ++counters_.evictions[static_cast<int>(s.tier)]
                        [static_cast<int>(Tier::kDropped)];
   s.tier = Tier::kDropped;
