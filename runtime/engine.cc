@@ -350,7 +350,11 @@ void Engine::Loop() {
     }
     if (stopping) {
       for (auto& seq : active_) {
-        Finish(*seq, absl::CancelledError("the server is shutting down"));
+        // No flush: a kept last token without KV stays in the tail.
+        if (!seq->result.cancelled) {
+          Interrupt(*seq, absl::CancelledError("the server is shutting down"));
+        }
+        Finish(*seq, seq->final_status);
       }
       active_.clear();
       for (Deferred& d : deferred_) {

@@ -288,6 +288,8 @@ class Engine {
   // running sequences, the forward pass, sampling and streaming.
   void Step();
   void CheckCancellations();
+  // Ends a cancelled or expired turn (status `why`) with what it streamed.
+  void Interrupt(Sequence& seq, absl::Status why);
   std::vector<Part> Schedule();
   void Run(const std::vector<Part>& parts);
   void Output(const std::vector<Part>& parts);

@@ -32,14 +32,18 @@ void Engine::CheckCancellations() {
   for (auto& s : active_) {
     Sequence& seq = *s;
     if (seq.done || seq.result.cancelled || !seq.Interrupted(now)) continue;
-    seq.final_status = seq.handle->cancelled()
-                           ? absl::CancelledError("cancelled by the client")
-                           : absl::DeadlineExceededError("deadline exceeded");
-    seq.result.cancelled = true;
-    // The session keeps exactly what the client was sent.
-    const int32_t sent = seq.observer->Seal();
-    EndGeneration(seq, std::min(seq.keep.value_or(seq.delivered), sent));
+    Interrupt(seq, seq.handle->cancelled()
+                       ? absl::CancelledError("cancelled by the client")
+                       : absl::DeadlineExceededError("deadline exceeded"));
   }
+}
+
+void Engine::Interrupt(Sequence& seq, absl::Status why) {
+  seq.final_status = std::move(why);
+  seq.result.cancelled = true;
+  // The session keeps exactly what the client was sent.
+  const int32_t sent = seq.observer->Seal();
+  EndGeneration(seq, std::min(seq.keep.value_or(seq.delivered), sent));
 }
 
 void Engine::EndGeneration(Sequence& seq, int32_t generated) {

@@ -412,3 +412,39 @@ TEST_F(ServiceTest, ListSessionsPagesAndServerInfoAccountsForKv) {
 
 }  // namespace
 }  // namespace kvsession::testing
+
+namespace kvsession::testing {
+namespace {
+
+// A turn the server ends early (here: the engine stops under it) reports
+// its summary in the trailers, with FINISH_REASON_CANCELLED and the tokens
+// the client received.
+TEST(ServiceShutdownTest, ATurnEndedByTheServerReportsItsSummaryInTrailers) {
+  TestServer server;
+  v1::ChatRequest req = UserTurn("ended", "a long story please", 900);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  auto reader = server.stub().Chat(&ctx, req);
+  v1::ChatEvent ev;
+  int32_t received = 0;
+  while (received < 3 && reader->Read(&ev)) {
+    received += ev.delta().token_ids_size();
+  }
+  ASSERT_GE(received, 3);
+  server.engine().Stop();
+  while (reader->Read(&ev)) received += ev.delta().token_ids_size();
+  const grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED);
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  auto it = trailers.find(service::kSummaryTrailer);
+  ASSERT_NE(it, trailers.end());
+  v1::TurnSummary summary;
+  ASSERT_TRUE(summary.ParseFromString(
+      std::string(it->second.data(), it->second.size())));
+  EXPECT_EQ(summary.finish_reason(), v1::FINISH_REASON_CANCELLED);
+  EXPECT_EQ(summary.generated_tokens(), received);
+  EXPECT_EQ(summary.session_tokens(), summary.prompt_tokens() + received);
+}
+
+}  // namespace
+}  // namespace kvsession::testing

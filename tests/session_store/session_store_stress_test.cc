@@ -5,7 +5,9 @@
 // only if it holds this very prefix: a bad swap-in, share, copy-on-write or
 // fence shows up as wrong content when a turn reads its cached prefix.
 // A plain model of every session (history, pin, last use) is checked after
-// each step, together with the store's own invariants.
+// each step, together with the store's own invariants. Turns end as the
+// engine ends them: kept with all their tokens, with a tail without KV (the
+// last sampled token), with fewer tokens (a cancel), or undone.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -115,7 +117,7 @@ class FakeBackend {
 };
 
 struct ModelSession {
-  std::vector<int32_t> history;  // committed tokens while idle
+  std::vector<int32_t> history;  // the whole history while idle
   bool busy = false;
   bool pinned = false;
   absl::Time last_used;
@@ -128,6 +130,10 @@ struct Turn {
   std::vector<int32_t> seq;  // tokens with computed KV (the store's history)
   std::vector<uint64_t> kv;  // their expected KV
   int decode_left = 0;
+  // What an undone turn restores.
+  bool created = false;
+  std::vector<int32_t> history_before;
+  bool pinned_before = false;
 };
 
 class StressHarness {
@@ -182,7 +188,13 @@ class StressHarness {
       ASSERT_EQ(info->busy, m.busy) << what << ": " << id;
       ASSERT_EQ(info->pinned, m.pinned) << what << ": " << id;
       const std::vector<int32_t>& want = m.busy ? FindTurn(id)->seq : m.history;
-      ASSERT_THAT(store_->tokens(id), ElementsAreArray(want))
+      ASSERT_THAT(store_->History(id), ElementsAreArray(want))
+          << what << ": " << id;
+      ASSERT_EQ(info->num_tokens, static_cast<int32_t>(want.size())) << what;
+      // The KV held is of a prefix of the history.
+      const std::vector<int32_t>& kv = store_->tokens(id);
+      ASSERT_LE(kv.size(), want.size()) << what << ": " << id;
+      ASSERT_TRUE(std::equal(kv.begin(), kv.end(), want.begin()))
           << what << ": " << id;
       if (m.busy) {
         ASSERT_EQ(info->tier, Tier::kDevice) << what << ": " << id;
@@ -282,8 +294,10 @@ class StressHarness {
         absl::StrCat("begin ", id, " prompt ", prompt.size(), " create ",
                      create, " pin ", pin.has_value() ? int{*pin} : -1);
     std::optional<SessionInfo> before;
+    size_t kv_before = 0;
     if (absl::StatusOr<SessionInfo> info = store_->GetInfo(id); info.ok()) {
       before = *info;
+      kv_before = store_->tokens(id).size();
     }
     absl::StatusOr<TurnPlan> plan = store_->BeginTurn(id, prompt, create, pin);
     TakeCopies();
@@ -297,7 +311,11 @@ class StressHarness {
     }
     EXPECT_TRUE(plan.ok()) << what << ": " << plan.status();
     if (!plan.ok()) return what;
+    Turn turn;
+    turn.created = m == nullptr;
     if (m == nullptr) m = &model_[id];
+    turn.history_before = m->history;
+    turn.pinned_before = m->pinned;
     m->busy = true;
     if (pin.has_value()) m->pinned = *pin;
 
@@ -308,13 +326,20 @@ class StressHarness {
     EXPECT_LE(r, n - 1) << what;
     EXPECT_LE(plan->shared_tokens, r) << what;
     EXPECT_EQ(plan->reused_from == Tier::kDropped, r == 0) << what;
+    // Reuse is of the KV held: a prefix of the history.
+    const std::vector<int32_t> held =
+        before.has_value() && before->tier != Tier::kDropped
+            ? std::vector<int32_t>(
+                  m->history.begin(),
+                  m->history.begin() + std::min<size_t>(kv_before,
+                                                        m->history.size()))
+            : std::vector<int32_t>();
     const int32_t common = static_cast<int32_t>(
-        std::mismatch(
-            m->history.begin(),
-            m->history.begin() + std::min(m->history.size(), prompt.size()),
-            prompt.begin())
+        std::mismatch(held.begin(),
+                      held.begin() + std::min(held.size(), prompt.size()),
+                      prompt.begin())
             .first -
-        m->history.begin());
+        held.begin());
     const Tier was = before.has_value() ? before->tier : Tier::kDevice;
     if (was == Tier::kDevice) {
       // Its own prefix stays, at worst cut to a block boundary when a
@@ -332,7 +357,6 @@ class StressHarness {
       EXPECT_EQ(plan->swapped_in_blocks, 0) << what;
     }
 
-    Turn turn;
     turn.id = id;
     turn.prompt = prompt;
     turn.seq.assign(prompt.begin(), prompt.begin() + r);
@@ -422,20 +446,50 @@ class StressHarness {
     Turn t = std::move(turns_[i]);
     turns_.erase(turns_.begin() + i);
     ModelSession& m = model_.at(t.id);
-    const int64_t pinned_tokens = store_->Stats().pinned_tokens;
+    // Pinned tokens without this session's turn.
+    const int64_t others =
+        store_->Stats().pinned_tokens -
+        (m.pinned ? static_cast<int64_t>(t.seq.size()) : 0);
     const int64_t over_cap = store_->Stats().unpinned_over_cap;
-    store_->EndTurn(t.id);
-    m.busy = false;
-    m.history = std::move(t.seq);
-    m.last_used = clock_.Now();
-    if (m.pinned && pinned_tokens > kMaxPinnedTokens) {
-      m.pinned = false;
-      EXPECT_EQ(store_->Stats().unpinned_over_cap, over_cap + 1);
+    const int how = Uniform(0, 9);
+    std::string what;
+    if (how == 0) {
+      what = absl::StrCat("abort ", t.id);
+      store_->AbortTurn(t.id);
+      if (t.created) {
+        model_.erase(t.id);
+        EXPECT_EQ(store_->GetInfo(t.id).status().code(),
+                  absl::StatusCode::kNotFound) << what;
+        ++turns_done_;
+        return what;
+      }
+      m.history = t.history_before;
+      m.pinned = t.pinned_before;
     } else {
-      EXPECT_EQ(store_->Stats().unpinned_over_cap, over_cap);
+      std::vector<int32_t> history = t.seq;
+      if (how == 1 && !history.empty()) {
+        // A cancel: fewer tokens than were computed.
+        history.resize(Uniform(0, static_cast<int>(history.size())));
+      } else if (how <= 3) {
+        // The last sampled token, without KV.
+        history.push_back(UserToken());
+      }
+      what = absl::StrCat("end ", t.id, " keeping ", history.size(), " of ",
+                          t.seq.size());
+      store_->EndTurn(t.id, history);
+      m.history = std::move(history);
+    }
+    m.busy = false;
+    m.last_used = clock_.Now();
+    if (m.pinned &&
+        others + static_cast<int64_t>(m.history.size()) > kMaxPinnedTokens) {
+      m.pinned = false;
+      EXPECT_EQ(store_->Stats().unpinned_over_cap, over_cap + 1) << what;
+    } else {
+      EXPECT_EQ(store_->Stats().unpinned_over_cap, over_cap) << what;
     }
     ++turns_done_;
-    return absl::StrCat("end ", t.id);
+    return what;
   }
 
   std::string CancelTurn() {
