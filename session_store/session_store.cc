@@ -269,6 +269,7 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
   int32_t reuse = std::min(CommonPrefix(s->tokens, prompt), limit);
   switch (from) {
     case Tier::kDevice:
+      KeepForUndo(*s, reuse);
       ShrinkTable(*s, BlocksFor(reuse));
       break;
     case Tier::kHost:
@@ -328,6 +329,40 @@ absl::StatusOr<TurnPlan> SessionStore::BeginTurn(
   return plan;
 }
 
+void SessionStore::KeepForUndo(Session& s, int32_t reuse) {
+  const int32_t bs = options_.block_size;
+  if (static_cast<int64_t>(s.tokens.size()) <= reuse) return;
+  // The turn diverges from the KV held: the blocks past the common prefix
+  // stay with the session until the turn ends, so that an undone turn
+  // leaves its cache as it was. The block the prefix ends in is written by
+  // the turn, so it gets a private copy and the original waits too.
+  Undo& u = s.undo;
+  u.first_block = reuse / bs;
+  u.kv_tokens = static_cast<int64_t>(s.tokens.size());
+  u.blocks.assign(s.blocks.begin() + u.first_block, s.blocks.end());
+  s.blocks.resize(u.first_block);
+  if (reuse % bs == 0) return;
+  BlockPool& device = *tier(Tier::kDevice).pool;
+  if (!MakeRoom(Tier::kDevice, 1)) {
+    // No room for the copy: the old blocks go after all.
+    s.blocks.push_back(u.blocks.front());
+    u.blocks.erase(u.blocks.begin());
+    ReleaseUndo(s);
+    return;
+  }
+  absl::StatusOr<std::vector<int32_t>> dst = device.Allocate(1);
+  KVS_CHECK(dst.ok()) << dst.status();
+  PlanCopy(CopyBatch::Kind::kCopyOnWrite, Tier::kDevice, Tier::kDevice,
+           {BlockCopy{u.blocks.front(), (*dst)[0]}});
+  s.blocks.push_back((*dst)[0]);
+  ++counters_.cow_blocks;
+}
+
+void SessionStore::ReleaseUndo(Session& s) {
+  ReleaseBlocks(Tier::kDevice, s.undo.blocks);
+  s.undo.blocks.clear();
+}
+
 absl::StatusOr<uint64_t> SessionStore::Reserve(std::string_view id,
                                                 int32_t total_tokens) {
   absl::StatusOr<Session*> found = FindBusy(id, "Reserve");
@@ -341,6 +376,19 @@ absl::StatusOr<uint64_t> SessionStore::Reserve(std::string_view id,
       BlocksFor(total_tokens) - static_cast<int64_t>(s.blocks.size());
   if (need <= 0) return uint64_t{0};
   BlockPool& pool = *tier(Tier::kDevice).pool;
+  if (!MakeRoom(Tier::kDevice, need)) {
+    // Running turns' old blocks (kept for undo) are the last resort, given
+    // up only if that makes room: a turn that fails anyway leaves them.
+    int64_t freed = 0;
+    for (const auto& [key, other] : sessions_) {
+      for (int32_t b : other.undo.blocks) freed += pool.ref_count(b) == 1;
+    }
+    if (pool.free_blocks() + freed >= need) {
+      for (auto& [key, other] : sessions_) {
+        if (other.busy) ReleaseUndo(other);
+      }
+    }
+  }
   if (!MakeRoom(Tier::kDevice, need)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         Name(s), " needs ", need, " more KV blocks to hold ",
@@ -410,6 +458,7 @@ void SessionStore::SetHistory(Session& s, std::span<const int32_t> history) {
 void SessionStore::Release(Session& s) {
   s.busy = false;
   --busy_sessions_;
+  ReleaseUndo(s);
   s.undo = Undo();
   s.last_used = clock_.Now();
   if (s.pinned && pinned_tokens_ > options_.max_pinned_tokens) {
@@ -441,6 +490,16 @@ void SessionStore::AbortTurn(std::string_view id) {
   KVS_CHECK(s != nullptr) << "AbortTurn of unknown session " << id;
   KVS_CHECK(s->busy) << "AbortTurn of idle session " << id;
   Undo undo = std::move(s->undo);
+  s->undo = Undo();
+  if (!undo.blocks.empty()) {
+    // The blocks the turn diverged from come back in place of its own.
+    const int64_t before = HistorySize(*s);
+    ShrinkTable(*s, undo.first_block);
+    s->blocks.insert(s->blocks.end(), undo.blocks.begin(), undo.blocks.end());
+    s->tokens.assign(undo.history.begin(),
+                     undo.history.begin() + undo.kv_tokens);
+    if (s->pinned) pinned_tokens_ += HistorySize(*s) - before;
+  }
   SetHistory(*s, undo.history);
   SetPinned(*s, undo.pinned);
   --s->turns;

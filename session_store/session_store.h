@@ -315,6 +315,11 @@ class SessionStore {
     std::vector<int32_t> history;
     bool created = false;
     bool pinned = false;
+    // Device blocks of the old KV past the turn's common prefix, from table
+    // index first_block on, holding history[0, kv_tokens) with the rest.
+    std::vector<int32_t> blocks;
+    int64_t first_block = 0;
+    int64_t kv_tokens = 0;
   };
 
   struct Session {
@@ -371,6 +376,11 @@ class SessionStore {
   static std::string Name(const Session& s);
   // Makes `history` the busy session's history (EndTurn, AbortTurn).
   void SetHistory(Session& s, std::span<const int32_t> history);
+  // At BeginTurn on the device: keeps the KV past the reused prefix for
+  // AbortTurn (a private copy of the block the prefix ends in is the
+  // turn's). ReleaseUndo gives those blocks back.
+  void KeepForUndo(Session& s, int32_t reuse);
+  void ReleaseUndo(Session& s);
   // Clears busy, links the session idle, most recently used.
   void Release(Session& s);
   // Releases the session's blocks past the first `keep`.

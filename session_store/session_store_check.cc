@@ -35,6 +35,11 @@ absl::Status SessionStore::CheckSession(
     }
     ++refs[ti][b];
   }
+  if (!s.undo.blocks.empty() && !(s.busy && s.tier == Tier::kDevice)) {
+    return absl::InternalError(
+        absl::StrCat("session ", s.id, " keeps undo blocks outside a turn"));
+  }
+  for (int32_t b : s.undo.blocks) ++refs[ti][b];
   const int64_t need = BlocksFor(static_cast<int64_t>(s.tokens.size()));
   const int64_t have = static_cast<int64_t>(s.blocks.size());
   if (s.tier != Tier::kDropped && (have < need || (!s.busy && have != need))) {

@@ -82,7 +82,8 @@ def body(args, workdir):
         # Stop the replica with the most sessions.
         victim = max(range(REPLICAS), key=lambda i: counts[i])
         replicas[victim].send_signal(signal.SIGTERM)
-        assert replicas[victim].wait(timeout=30) == 0, "unclean exit"
+        code = lib.wait_exit(replicas[victim], 30, "to exit after SIGTERM")
+        assert code == 0, f"unclean exit {code}" + lib.tail(replicas[victim])
         moved = [s for s in sessions if home[s] == victim]
 
         for s in sessions:

@@ -7,7 +7,6 @@ kvsession-server (tiny model).
 import json
 import os
 import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,8 +37,7 @@ def check_with_promtool(promtool, groups, workdir, name):
     path = os.path.join(workdir, f"{name}.rules.yaml")
     with open(path, "w") as f:
         yaml.safe_dump({"groups": groups}, f)
-    r = subprocess.run([promtool, "check", "rules", path],
-                       capture_output=True, text=True, timeout=60)
+    r = lib.run([promtool, "check", "rules", path], timeout=60)
     lib.log(r.stdout.strip())
     assert r.returncode == 0, f"promtool rejected {name}:\n{r.stdout}{r.stderr}"
 

@@ -55,14 +55,15 @@ def body(args, workdir):
         def read_stream():
             try:
                 tokens = 0
-                for ev in api.stub.Chat(req, metadata=[("x-session-id",
-                                                        long_id)],
-                                        timeout=120):
-                    if ev.HasField("delta"):
-                        tokens += len(ev.delta.token_ids)
-                        started.set()
-                    elif ev.HasField("summary"):
-                        outcome["summary"] = ev.summary
+                stream = api.stub.Chat(req, timeout=120,
+                                       metadata=[("x-session-id", long_id)])
+                with lib.waiting("the long stream's tokens"):
+                    for ev in stream:
+                        if ev.HasField("delta"):
+                            tokens += len(ev.delta.token_ids)
+                            started.set()
+                        elif ev.HasField("summary"):
+                            outcome["summary"] = ev.summary
                 outcome["tokens"] = tokens
                 outcome["ok"] = True
             except Exception as e:  # reported by the main thread
@@ -70,9 +71,13 @@ def body(args, workdir):
             finally:
                 started.set()
 
-        reader = threading.Thread(target=read_stream)
+        # A daemon: a failure below must not wait for the stream's deadline.
+        reader = threading.Thread(target=read_stream, daemon=True)
         reader.start()
-        assert started.wait(60), "the long stream did not start"
+        with lib.waiting("the first token of the long stream"):
+            assert started.wait(60), (
+                "timed out after 60 s waiting for the first token of the "
+                "long stream")
         assert "error" not in outcome, outcome.get("error")
         # A turn without cache keeps no session; the replica running it is
         # the one with a running sequence.
@@ -86,7 +91,8 @@ def body(args, workdir):
         # was accepted just before that is reset and, its body already sent,
         # cannot be retried by nginx; in a cluster the preStop sleep keeps
         # traffic away from that moment (docs/operations.md).
-        lib.wait_port_closed(ports[victim], timeout=10)
+        lib.wait_port_closed(ports[victim], timeout=10,
+                             proc=replicas[victim])
 
         # New sessions after the signal, routed by the proxy; some hash to
         # the draining replica and must be re-routed.
@@ -105,14 +111,18 @@ def body(args, workdir):
                 f"after SIGTERM; long stream still running: "
                 f"{reader.is_alive()}")
 
-        reader.join(90)
-        assert not reader.is_alive(), "the long stream did not finish"
+        with lib.waiting("the long stream to finish"):
+            reader.join(90)
+        assert not reader.is_alive(), (
+            "timed out after 90 s waiting for the long stream to finish"
+            + lib.tail(replicas[victim]))
         assert outcome.get("ok"), f"the long stream failed: {outcome}"
         summary = outcome["summary"]
         assert summary.generated_tokens == LONG_TOKENS, summary
         assert outcome["tokens"] == LONG_TOKENS
         assert summary.finish_reason == pb.FINISH_REASON_LENGTH, summary
-        assert replicas[victim].wait(timeout=30) == 0, "unclean exit"
+        code = lib.wait_exit(replicas[victim], 30, "to exit after draining")
+        assert code == 0, f"unclean exit {code}" + lib.tail(replicas[victim])
         lib.log(f"long stream completed {LONG_TOKENS} tokens "
                 f"{time.monotonic() - signalled:.1f} s after SIGTERM")
 

@@ -15,7 +15,6 @@
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,9 +73,8 @@ CRD_SCHEMAS = {
 
 
 def render(kubectl, overlay):
-    r = subprocess.run([kubectl, "kustomize",
-                        os.path.join(K8S, "overlays", overlay)],
-                       capture_output=True, text=True, timeout=60)
+    r = lib.run([kubectl, "kustomize", os.path.join(K8S, "overlays", overlay)],
+                timeout=60)
     assert r.returncode == 0, f"kustomize {overlay}: {r.stderr}"
     import yaml
     return [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -99,8 +97,7 @@ def validate(validator, docs, workdir, tag):
         cmd = [validator, "--strict", "--quiet"]
         if version:
             cmd += ["-k", version]
-        r = subprocess.run(cmd + files, capture_output=True, text=True,
-                           timeout=120)
+        r = lib.run(cmd + files, timeout=120)
         assert r.returncode == 0, f"{tag} {version}: {r.stdout}{r.stderr}"
     return files
 
@@ -160,8 +157,7 @@ def check_deployment(docs, overlay):
 
 
 def server_flags(server):
-    r = subprocess.run([server, "--helpfull"], capture_output=True, text=True,
-                       timeout=30)
+    r = lib.run([server, "--helpfull"], timeout=30)
     return set(re.findall(r"^\s+--([a-z_0-9]+) \(", r.stdout + r.stderr,
                           re.M))
 
@@ -203,8 +199,8 @@ def check_dockerfiles(server):
         assert re.search(r"^USER 10001", text, re.M), f"{df} runs as root"
         assert "/models" in text and ".gguf" not in text.split("CMD")[0], (
             f"{df} must not bake the model in")
-    r = subprocess.run([os.path.join(DOCKER, "runtime_packages.sh"), server],
-                       capture_output=True, text=True, timeout=60)
+    r = lib.run([os.path.join(DOCKER, "runtime_packages.sh"), server],
+                timeout=60)
     assert r.returncode == 0, r.stderr
     packages = r.stdout.split()
     assert any(p.startswith("libgrpc++") for p in packages), packages
@@ -255,15 +251,12 @@ def run_cluster_proxy(procs, workdir, backend_port, pb, pb_grpc):
                KVSESSION_BACKENDS_PORT=str(backend_port),
                KVSESSION_PROXY_DIR=pdir, KVSESSION_PROXY_CONF=conf_path,
                KVSESSION_RESOLVE_INTERVAL_S="1")
-    r = subprocess.run([nginx, "-t", "-p", pdir, "-c", conf_path],
-                       capture_output=True, text=True, timeout=30)
+    r = lib.run([nginx, "-t", "-p", pdir, "-c", conf_path], timeout=30)
     # -t needs backends.conf; the script writes it first, so only syntax
     # errors other than that include matter here.
     assert r.returncode == 0 or "backends.conf" in r.stderr, r.stderr
-    p = lib.spawn(["/bin/sh", os.path.join(src, "run-nginx.sh")],
-                  open(os.path.join(pdir, "log"), "wb"), env=env)
-    p.name, p.logpath = "run-nginx", os.path.join(pdir, "log")
-    procs.procs.append(p)
+    p = procs.start("run-nginx", ["/bin/sh", os.path.join(src, "run-nginx.sh")],
+                    env=env)
     lib.wait_port(listen, proc=p)
     assert lib.http_get(f"http://127.0.0.1:{health}/healthz").strip() == "ok"
     backends = open(os.path.join(pdir, "backends.conf")).read()
@@ -277,7 +270,8 @@ def run_cluster_proxy(procs, workdir, backend_port, pb, pb_grpc):
     api.close()
     # SIGTERM: nginx quits gracefully and the script exits 0.
     p.terminate()
-    assert p.wait(timeout=20) == 0, procs.log_of(p)
+    code = lib.wait_exit(p, 20, "to exit after SIGTERM")
+    assert code == 0, f"run-nginx exited with {code}" + lib.tail(p)
 
 
 def check_nginx_template_matches_cluster_conf():
@@ -334,8 +328,7 @@ def body(args, workdir):
         "containerPort"] = "grpc"
     bad = os.path.join(workdir, "broken.yaml")
     yaml.safe_dump(dep, open(bad, "w"))
-    r = subprocess.run([validator, "--strict", "--quiet", bad],
-                       capture_output=True, text=True, timeout=60)
+    r = lib.run([validator, "--strict", "--quiet", bad], timeout=60)
     assert r.returncode != 0, "kubernetes-validate accepted a broken object"
 
     check_dockerfiles(args.server)

@@ -79,7 +79,7 @@ def body(args, workdir):
         deadline = time.monotonic() + 30
         got_rate = got_kv = None
         while time.monotonic() < deadline:
-            assert prom.poll() is None, "prometheus exited"
+            lib.check_alive(prom)
             try:
                 rate = lib.prom_query(prom_port, HIT_RATE)
                 kv = lib.prom_query(prom_port, DEVICE_KV)
@@ -91,7 +91,9 @@ def body(args, workdir):
                 if abs(got_rate - want_rate) < 1e-12 and got_kv == want_kv:
                     break
             time.sleep(0.5)
-        assert got_rate is not None, "Prometheus has no kvsession samples"
+        assert got_rate is not None, (
+            "timed out after 30 s waiting for Prometheus to scrape kvsession "
+            "samples" + lib.tail(prom))
         assert abs(got_rate - want_rate) < 1e-12, (got_rate, want_rate)
         assert got_kv == want_kv, (got_kv, want_kv)
         up = lib.prom_query(prom_port, 'up{job="kvsession"}')

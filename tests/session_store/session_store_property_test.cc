@@ -32,6 +32,9 @@ const absl::Duration kTtl = absl::Hours(1);
 struct ModelSession {
   std::vector<int32_t> tokens;
   int64_t blocks = 0;
+  // During a turn that diverged from its KV: the old blocks past the
+  // common prefix, kept until the turn ends (for an undo).
+  int64_t undo_blocks = 0;
   bool busy = false;
   bool dropped = false;  // history only
   uint64_t lru_seq = 0;  // order of the last EndTurn
@@ -83,7 +86,7 @@ class Harness {
     int64_t used = 0;
     int32_t busy = 0;
     for (const auto& [id, m] : model_) {
-      used += m.blocks;
+      used += m.blocks + m.undo_blocks;
       busy += m.busy;
     }
     ASSERT_EQ(stats.busy_sessions, busy) << what;
@@ -137,7 +140,7 @@ class Harness {
   }
   int64_t FreeBlocks() const {
     int64_t used = 0;
-    for (const auto& [id, m] : model_) used += m.blocks;
+    for (const auto& [id, m] : model_) used += m.blocks + m.undo_blocks;
     return kCapacity - used;
   }
   void ModelExpire() {
@@ -236,7 +239,24 @@ class Harness {
     EXPECT_EQ(plan->prompt_tokens, static_cast<int32_t>(prompt.size()));
     EXPECT_EQ(plan->reused_from, reuse > 0 ? Tier::kDevice : Tier::kDropped);
     EXPECT_EQ(plan->recomputed, m->dropped && !m->tokens.empty()) << what;
+    const int64_t held = m->dropped ? 0 : static_cast<int64_t>(m->tokens.size());
     m->dropped = false;
+    m->busy = true;  // never its own victim
+    if (held > reuse) {
+      // The old blocks past the prefix wait for the turn's end; the block
+      // the prefix ends in is copied when there is room for the copy.
+      const int64_t first = reuse / kBlockSize;
+      m->undo_blocks = BlocksFor(held) - first;
+      m->blocks = first;
+      if (reuse % kBlockSize != 0) {
+        if (MakeRoom(1)) {
+          m->blocks = first + 1;
+        } else {
+          m->blocks = first + 1;
+          m->undo_blocks = 0;
+        }
+      }
+    }
     m->tokens.resize(reuse);
     m->blocks = std::min(m->blocks, BlocksFor(reuse));
     m->busy = true;
@@ -256,18 +276,13 @@ class Harness {
     const absl::Status st =
         store_->Reserve(id, std::max(total, 0)).status();
     const int64_t need = BlocksFor(std::max(total, 0)) - m.blocks;
-    while (need > FreeBlocks()) {
-      ModelSession* victim = nullptr;
-      for (auto& [vid, v] : model_) {
-        if (!v.busy && !v.dropped &&
-            (victim == nullptr || v.lru_seq < victim->lru_seq)) {
-          victim = &v;
-        }
+    if (!MakeRoom(need)) {
+      // Running turns' undo blocks are the last resort, if they suffice.
+      int64_t undo = 0;
+      for (const auto& [vid, v] : model_) undo += v.undo_blocks;
+      if (FreeBlocks() + undo >= need) {
+        for (auto& [vid, v] : model_) v.undo_blocks = 0;
       }
-      if (victim == nullptr) break;
-      victim->blocks = 0;
-      victim->dropped = true;
-      ++dropped_;
     }
     if (need > FreeBlocks()) {
       EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << what;
@@ -277,6 +292,25 @@ class Harness {
       m.blocks = std::max(m.blocks, BlocksFor(std::max(total, 0)));
     }
     return what;
+  }
+
+  // Drops idle sessions, least recently used first, until `need` blocks
+  // are free (no host tier here); whether they are.
+  bool MakeRoom(int64_t need) {
+    while (need > FreeBlocks()) {
+      ModelSession* victim = nullptr;
+      for (auto& [vid, v] : model_) {
+        if (!v.busy && !v.dropped &&
+            (victim == nullptr || v.lru_seq < victim->lru_seq)) {
+          victim = &v;
+        }
+      }
+      if (victim == nullptr) return false;
+      victim->blocks = 0;
+      victim->dropped = true;
+      ++dropped_;
+    }
+    return true;
   }
 
   std::string DoCommit(const std::string& id, ModelSession& m) {
@@ -307,6 +341,7 @@ class Harness {
   std::string End(const std::string& id, ModelSession& m) {
     store_->EndTurn(id);
     m.busy = false;
+    m.undo_blocks = 0;
     m.lru_seq = ++lru_counter_;
     m.blocks = BlocksFor(static_cast<int64_t>(m.tokens.size()));
     m.last_used = clock_.Now();

@@ -92,10 +92,39 @@ TEST_F(SessionStoreTurnTest, AbortTurnRestoresHistoryPinAndCounters) {
   store_->AbortTurn("s");
 }
 
-TEST_F(SessionStoreTurnTest, AbortTurnAfterAnEditKeepsTheOldHistory) {
+TEST_F(SessionStoreTurnTest, AbortTurnAfterAnEditPutsTheOldKvBack) {
   const std::vector<int32_t> history = Iota(12, 100);
   Turn("s", history);
-  // A full-history turn that edits position 5 cuts the KV there.
+  const std::vector<int32_t> table = store_->block_table("s");
+  // A full-history turn that edits position 5 diverges there: it writes
+  // into a copy of block 1 while the old blocks 1 and 2 wait.
+  std::vector<int32_t> edited = history;
+  edited[5] = 999;
+  absl::StatusOr<TurnPlan> plan = store_->BeginTurn("s", edited, true);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->reused_tokens, 5);
+  EXPECT_NE(store_->block_table("s")[1], table[1]);
+  EXPECT_EQ(store_->Stats().cow_blocks, 1);
+  Compute("s", std::span<const int32_t>(edited).subspan(5));
+  EXPECT_EQ(UsedBlocks(), 3 + 2);
+  store_->AbortTurn("s");
+
+  // History, KV and blocks are the old ones.
+  EXPECT_THAT(store_->History("s"), ElementsAreArray(history));
+  EXPECT_THAT(store_->tokens("s"), ElementsAreArray(history));
+  EXPECT_THAT(store_->block_table("s"), ElementsAreArray(table));
+  EXPECT_EQ(UsedBlocks(), 3);
+  const std::vector<int32_t> next = Concat(history, Iota(3, 700));
+  plan = store_->BeginTurn("s", next, true);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->reused_tokens, 12);
+  store_->AbortTurn("s");
+}
+
+TEST_F(SessionStoreTurnTest, AbortTurnWithoutRoomForTheCopyKeepsThePrefix) {
+  Init(3);
+  const std::vector<int32_t> history = Iota(12, 100);  // all 3 blocks
+  Turn("s", history);
   std::vector<int32_t> edited = history;
   edited[5] = 999;
   absl::StatusOr<TurnPlan> plan = store_->BeginTurn("s", edited, true);
@@ -103,20 +132,38 @@ TEST_F(SessionStoreTurnTest, AbortTurnAfterAnEditKeepsTheOldHistory) {
   EXPECT_EQ(plan->reused_tokens, 5);
   Compute("s", std::span<const int32_t>(edited).subspan(5));
   store_->AbortTurn("s");
-
-  // The history is the old one; only its first 5 tokens still have KV.
+  // No room to keep the old blocks: the history is the old one; only its
+  // first 5 tokens still have KV, the rest is tail.
   EXPECT_THAT(store_->History("s"), ElementsAreArray(history));
   EXPECT_EQ(store_->GetInfo("s")->num_tokens, 12);
   EXPECT_THAT(store_->tokens("s"), ElementsAreArray(Iota(5, 100)));
   EXPECT_EQ(UsedBlocks(), 2);
-  // The next turn continues the old history and computes the tail.
-  const std::vector<int32_t> next = Concat(history, Iota(3, 700));
+  // The next turn (a regenerate of the last token) computes the tail.
+  std::vector<int32_t> next = history;
+  next.back() = 700;
   plan = store_->BeginTurn("s", next, true);
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan->reused_tokens, 5);
   Compute("s", std::span<const int32_t>(next).subspan(5));
   store_->EndTurn("s", next);
   EXPECT_THAT(store_->tokens("s"), ElementsAreArray(next));
+}
+
+TEST_F(SessionStoreTurnTest, UndoBlocksGiveWayWhenATurnNeedsRoom) {
+  Init(6);
+  const std::vector<int32_t> history = Iota(12, 100);  // 3 blocks
+  Turn("s", history);
+  // Diverges at 4 (a block boundary): blocks 1 and 2 wait for the end.
+  std::vector<int32_t> edited = Iota(4, 100);
+  for (int i = 0; i < 16; ++i) edited.push_back(500 + i);  // 5 blocks
+  ASSERT_TRUE(store_->BeginTurn("s", edited, true).ok());
+  EXPECT_EQ(UsedBlocks(), 3);
+  // 5 blocks fit only without the waiting ones.
+  ASSERT_TRUE(store_->Reserve("s", 20).ok());
+  EXPECT_EQ(UsedBlocks(), 5);
+  store_->AbortTurn("s");
+  EXPECT_THAT(store_->History("s"), ElementsAreArray(history));
+  EXPECT_THAT(store_->tokens("s"), ElementsAreArray(Iota(4, 100)));
 }
 
 TEST_F(SessionStoreTurnTest, AbortTurnRemovesASessionItCreated) {
