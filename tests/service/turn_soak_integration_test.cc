@@ -15,14 +15,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/service/test_server.h"
+#include "tests/service/turn_test_util.h"
 
-namespace kvsession::testing {
+namespace kvsession::testing::turn {
 namespace {
 
-using ::testing::AnyOf;
 using ::testing::Eq;
-using Code = grpc::StatusCode;
-using Stub = v1::KvSession::Stub;
 
 constexpr int kThreads = 64;
 // The last kSharedThreads threads run two to a session, so that their turns
@@ -50,30 +48,6 @@ int64_t RssBytes() {
   }
   ADD_FAILURE() << "no VmRSS in /proc/self/status";
   return 0;
-}
-
-std::pair<Code, v1::SessionInfo> Get(Stub& stub, const std::string& id) {
-  grpc::ClientContext ctx;
-  v1::GetSessionRequest req;
-  req.set_session_id(id);
-  v1::SessionInfo info;
-  const grpc::Status st = stub.GetSession(&ctx, req, &info);
-  return {st.error_code(), info};
-}
-
-// Polls until the session is gone or idle (its last turn has unwound).
-std::pair<Code, v1::SessionInfo> Idle(Stub& stub, const std::string& id) {
-  const auto give_up =
-      std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (true) {
-    auto got = Get(stub, id);
-    if (got.first != Code::OK || !got.second.busy()) return got;
-    if (std::chrono::steady_clock::now() > give_up) {
-      ADD_FAILURE() << "session " << id << " still busy after 10 s";
-      return got;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
 }
 
 struct Call {
@@ -280,4 +254,4 @@ TEST(TurnSoakTest, ConcurrentCancelsAndDeadlinesKeepSessionsConsistent) {
 }
 
 }  // namespace
-}  // namespace kvsession::testing
+}  // namespace kvsession::testing::turn
