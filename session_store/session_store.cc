@@ -536,7 +536,10 @@ absl::Status SessionStore::Delete(std::string_view id) {
 SessionInfo SessionStore::Info(const Session& s) const {
   SessionInfo info;
   info.id = s.id;
-  info.num_tokens = static_cast<int32_t>(HistorySize(s));
+  // A running turn's effects appear when it ends: until then the history
+  // and the turn count are those before it.
+  info.num_tokens = static_cast<int32_t>(
+      s.busy ? static_cast<int64_t>(s.undo.history.size()) : HistorySize(s));
   info.num_blocks = static_cast<int32_t>(s.blocks.size());
   info.tier = s.tier;
   info.busy = s.busy;
@@ -548,7 +551,7 @@ SessionInfo SessionStore::Info(const Session& s) const {
   }
   info.created = s.created;
   info.last_used = s.last_used;
-  info.turns = s.turns;
+  info.turns = s.turns - (s.busy ? 1 : 0);
   info.prompt_tokens = s.prompt_tokens;
   info.reused_tokens = s.reused_tokens;
   info.transcript = s.transcript;

@@ -104,7 +104,9 @@ struct TranscriptMessage {
 
 struct SessionInfo {
   std::string id;
-  int32_t num_tokens = 0;  // history tokens (with or without KV)
+  // History tokens (with or without KV), and turns: while a turn runs,
+  // those before it.
+  int32_t num_tokens = 0;
   int32_t num_blocks = 0;
   Tier tier = Tier::kDevice;
   bool busy = false;

@@ -420,7 +420,8 @@ namespace {
 // its summary in the trailers, with FINISH_REASON_CANCELLED and the tokens
 // the client received.
 TEST(ServiceShutdownTest, ATurnEndedByTheServerReportsItsSummaryInTrailers) {
-  TestServer server;
+  TestServerOptions options;
+  TestServer server(options);
   v1::ChatRequest req = UserTurn("ended", "a long story please", 900);
   req.set_ignore_eos(true);
   grpc::ClientContext ctx;

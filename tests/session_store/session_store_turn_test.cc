@@ -295,5 +295,22 @@ TEST_F(SessionStoreTurnTest, EphemeralSessionsAreNeverNamed) {
   EXPECT_EQ(store_->Stats().sessions, 0);
 }
 
+TEST_F(SessionStoreTurnTest, ARunningTurnShowsOnlyOnceItEnds) {
+  const std::vector<int32_t> history = Iota(6, 100);
+  Turn("s", history);
+  const std::vector<int32_t> next = Concat(history, Iota(5, 300));
+  ASSERT_TRUE(store_->BeginTurn("s", next, true).ok());
+  Compute("s", std::span<const int32_t>(next).subspan(6));
+  absl::StatusOr<SessionInfo> info = store_->GetInfo("s");
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->busy);
+  EXPECT_EQ(info->num_tokens, 6);
+  EXPECT_EQ(info->turns, 1);
+  store_->EndTurn("s", next);
+  info = store_->GetInfo("s");
+  EXPECT_EQ(info->num_tokens, 11);
+  EXPECT_EQ(info->turns, 2);
+}
+
 }  // namespace
 }  // namespace kvsession::session_store
