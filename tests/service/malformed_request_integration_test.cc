@@ -69,7 +69,7 @@ class MalformedRequestTest : public ::testing::Test {
  protected:
   void SetUp() override {
     channel_ = grpc::CreateChannel(
-        "localhost:" + std::to_string(server_.port()),
+        "127.0.0.1:" + std::to_string(server_.port()),
         grpc::InsecureChannelCredentials());
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
   }
