@@ -60,7 +60,7 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
                                   const runtime::ModelConfig& c,
                                   int32_t context, double rw_bandwidth) {
   const bool graphs_were = true;
-  be.set_graphs(false);  // BeginStep stages eagerly, outside our capture
+  be.set_graphs(false);  // RunStep stages eagerly, outside our capture
   std::vector<std::unique_ptr<Buffer>> owned;
   auto alloc = [&](size_t bytes) -> void* {
     auto b = be.Allocate(bytes);
@@ -143,7 +143,9 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
   step.logit_rows = &row0;
   step.n_logit_rows = 1;
   step.kv_base = kv.base;
-  be.BeginStep(step);
+  // Stage the step's inputs and keep their device views: the ops below run
+  // one at a time outside a step (graphs are off, so staging stays put).
+  be.RunStep(step, [&](const kernels::StepViews& v) { pl = v.placement; });
   be.Synchronize();
   kernels::AttentionParams ap;
   ap.n_heads = c.n_heads;
@@ -165,7 +167,7 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
        [&] {
          const WeightView* ws[3] = {&jq, &jk, &jv};
          float* outs[3] = {q, k, v};
-         be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, h, ws, outs);
+         be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, ws, outs);
        },
        wbytes(wqkv)},
       {"RoPE (q and k), KV write",
@@ -178,7 +180,7 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
        [&] {
          const WeightView* ws[2] = {&*wg, &*wu};
          float* outs[2] = {gate, up};
-         be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, h, ws, outs);
+         be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, ws, outs);
        },
        wbytes(wg) + wbytes(wu)},
       {"SwiGLU, down GEMM", [&] { be.SwiGluMatMul(gate, up, 1, *wd, h); },
@@ -210,7 +212,7 @@ absl::Status MeasureStepBreakdown(kernels::cuda::CudaBackend& be,
     absl::StatusOr<double> t = TimeOp(be, [&] {
       const WeightView* ws[3] = {&*wq, &*wk, &*wv};
       float* outs[3] = {q, k, v};
-      be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, h, ws, outs);
+      be.AddNormMatMuls(x, res, norm, 1, d, 1e-5f, ws, outs);
     });
     if (!t.ok()) {
       be.set_graphs(graphs_were);

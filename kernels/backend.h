@@ -2,6 +2,11 @@
 // (host memory on the CPU, device memory on CUDA); pointers handed to its ops
 // point into buffers it allocated. Ops are enqueued in order; Synchronize()
 // waits for them (a no-op on the CPU).
+//
+// The ops are primitives; a model family describes its layer as a sequence
+// of them (runtime/arch/). That sequence is the contract: a backend may run
+// a known run of ops as one fused launch, privately, only where the result
+// is bitwise the same as the ops one by one.
 #ifndef KVSESSION_KERNELS_BACKEND_H_
 #define KVSESSION_KERNELS_BACKEND_H_
 
@@ -13,9 +18,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
-#include "kernels/cpu/ops.h"
 #include "kernels/kv_cache_view.h"
+#include "kernels/op_params.h"
 
 namespace kvsession::kernels {
 
@@ -36,9 +42,7 @@ struct BlockMove {
   int32_t dst = 0;
 };
 
-// The host arrays of one model step. Ops of the step receive these very
-// pointers (tokens, positions, block tables, logit rows); a device backend
-// uploads them once in BeginStep and maps the pointers to its copies.
+// The host arrays of one model step.
 struct StepInputs {
   const int32_t* tokens = nullptr;
   TokenPlacement placement;  // n_tokens entries, host memory
@@ -46,6 +50,16 @@ struct StepInputs {
   const int32_t* logit_rows = nullptr;
   int32_t n_logit_rows = 0;
   const void* kv_base = nullptr;  // the step's KV arena
+};
+
+// The same arrays where the backend's ops read them (its own memory: a
+// device copy on a GPU backend). Ops that take token ids, positions, block
+// tables or rows get these.
+struct StepViews {
+  const int32_t* tokens = nullptr;
+  TokenPlacement placement;
+  const int32_t* logit_rows = nullptr;
+  int32_t n_logit_rows = 0;
 };
 
 struct MemoryInfo {
@@ -78,8 +92,9 @@ class Backend {
                           size_t block_bytes,
                           std::span<const BlockMove> moves) = 0;
 
-  // PrepareWeight for weights that MatMuls takes together (Q, K and V). A
-  // backend may store them back to back and run them as one GEMM.
+  // PrepareWeight for weights that share their input (Q, K and V; gate and
+  // up): a backend may store them back to back and run consecutive MatMuls
+  // of the group as one GEMM.
   virtual absl::StatusOr<std::vector<WeightView>> PrepareWeights(
       std::span<const WeightView> host) {
     std::vector<WeightView> out;
@@ -90,8 +105,7 @@ class Backend {
     }
     return out;
   }
-  // RegisterWeight for such a group already in backend memory, in MatMuls
-  // order (one GEMM where they lie back to back).
+  // RegisterWeight for such a group already in backend memory, in order.
   virtual absl::Status RegisterWeights(std::span<const WeightView> ws) {
     for (const WeightView& w : ws) {
       if (absl::Status s = RegisterWeight(w); !s.ok()) return s;
@@ -113,16 +127,22 @@ class Backend {
     return absl::OkStatus();
   }
 
-  // Brackets the ops of one model step. A backend may record a step's ops
-  // and replay the recording for later steps of the same shape (CUDA
-  // graphs): BeginStep then returns true, having enqueued the whole step,
-  // and the caller skips its ops and EndStep. Otherwise the caller issues
-  // the ops and then calls EndStep.
-  virtual bool BeginStep(const StepInputs& step) {
-    (void)step;
-    return false;
+  // Runs one model step: makes the step's inputs visible to the ops and
+  // calls `ops(views)`, which issues the step's ops (on buffers from
+  // Allocate and arrays of `views` only). A backend may record the ops and,
+  // for a later step of the same shape and buffers, replay the recording
+  // instead of calling `ops`: so `ops` does nothing but issue ops. Ops that
+  // read int arrays (Embed, Rope, KvWrite, Attention, GatherRows) run only
+  // inside RunStep. The default runs `ops` on the host arrays.
+  virtual void RunStep(const StepInputs& step,
+                       absl::FunctionRef<void(const StepViews&)> ops) {
+    StepViews v;
+    v.tokens = step.tokens;
+    v.placement = step.placement;
+    v.logit_rows = step.logit_rows;
+    v.n_logit_rows = step.n_logit_rows;
+    ops(v);
   }
-  virtual void EndStep() {}
   // dst (backend memory) = FillRandom values (kernels/cpu/ops.h).
   virtual void FillRandom(GgmlType type, void* dst, int64_t n, uint64_t seed,
                           float scale) = 0;
@@ -135,42 +155,21 @@ class Backend {
                             int32_t vocab, const SampleRow* rows,
                             int32_t* out) = 0;
 
-  // The ops of kernels/cpu/ops.h, same meaning.
+  // The primitive ops. Each means what its CPU reference in kernels/cpu/ops.h
+  // means; int arrays come from the step's StepViews.
   virtual void Embed(const WeightView& table, const int32_t* tokens,
                      int64_t n_tokens, float* out) = 0;
+  // Rows of `dim` floats: a per-head norm is n_tokens * n_heads rows of
+  // head_dim. out may alias x.
   virtual void RmsNorm(const float* x, const float* weight, int64_t n_rows,
                        int64_t dim, float eps, float* out) = 0;
   // out holds n_tokens rounded up to RowPadding() rows; rows past n_tokens
   // receive unspecified values (a GPU GEMM writes whole tiles).
   virtual void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
                       float* out) = 0;
-  // out[i] = MatMul(*ws[i], x) for weights that share their input (Q, K and
-  // V; gate and up): a backend may prepare x once.
-  virtual void MatMuls(std::span<const WeightView* const> ws, const float* x,
-                       int64_t n_tokens, std::span<float* const> outs) {
-    for (size_t i = 0; i < ws.size(); ++i) MatMul(*ws[i], x, n_tokens, outs[i]);
-  }
-  // outs[i] = MatMul(*ws[i], RmsNorm(x)), where x += residual first (in
-  // place) unless residual is null. The norm's rows feed only these
-  // weights, so a backend may write them straight in the form its GEMMs
-  // read; `scratch` (padded like a MatMul output, dim wide) may hold them
-  // and may be `residual`.
-  virtual void AddNormMatMuls(float* x, const float* residual,
-                              const float* norm, int64_t n_tokens,
-                              int64_t dim, float eps, float* scratch,
-                              std::span<const WeightView* const> ws,
-                              std::span<float* const> outs) {
-    if (residual != nullptr) Add(x, residual, n_tokens * dim, x);
-    RmsNorm(x, norm, n_tokens, dim, eps, scratch);
-    MatMuls(ws, scratch, n_tokens, outs);
-  }
-  // out = MatMul(w, SwiGlu(gate, up)) for gate and up of n_tokens rows of
-  // w.cols; gate may be overwritten.
-  virtual void SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
-                            const WeightView& w, float* out) {
-    SwiGlu(gate, up, n_tokens * w.cols, gate);
-    MatMul(w, gate, n_tokens, out);
-  }
+  // out[r] = x[r] + bias (a projection's bias; out may alias x).
+  virtual void AddBias(const float* x, const float* bias, int64_t n_rows,
+                       int64_t dim, float* out) = 0;
   // Rows that activation buffers are rounded up to (see MatMul).
   virtual int64_t RowPadding() const { return 1; }
   virtual void Rope(float* x, int64_t n_tokens, int32_t n_heads,
@@ -181,21 +180,11 @@ class Backend {
   virtual void Attention(const KvCacheView& kv, int32_t layer,
                          const TokenPlacement& placement, const float* q,
                          const AttentionParams& params, float* out) = 0;
-  // Rope(q) and Rope(k) at the placement's positions, then KvWrite(k, v):
-  // what every layer runs between its projections and attention (one
-  // launch on a GPU backend).
-  virtual void RopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
-                           const RopeParams& rope, const KvCacheView& kv,
-                           int32_t layer, const TokenPlacement& placement) {
-    Rope(q, placement.n_tokens, n_heads, placement.positions, rope);
-    Rope(k, placement.n_tokens, kv.n_kv_heads, placement.positions, rope);
-    KvWrite(kv, layer, placement, k, v);
-  }
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
   virtual void Add(const float* a, const float* b, int64_t n, float* out) = 0;
   // dst[i] = src[rows[i]] for rows of `dim` floats; `rows` is the step's
-  // logit_rows (host memory).
+  // logit_rows.
   virtual void GatherRows(const float* src, const int32_t* rows,
                           int64_t n_rows, int64_t dim, float* dst) = 0;
 };

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/check.h"
 #include "kernels/cpu/ops.h"
+#include "runtime/arch/families.h"
 #include "runtime/gguf.h"
 
 namespace kvsession::runtime {
@@ -25,150 +26,26 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const GgufFile& file,
   return model;
 }
 
-absl::StatusOr<WeightView> Model::HostWeight(const GgufFile& file,
-                                             const std::string& name,
-                                             int64_t rows, int64_t cols) {
-  const GgufTensorInfo* t = file.FindTensor(name);
-  if (t == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model: tensor '", name, "' missing"));
-  }
-  if (t->dims.size() != 2 || t->dims[0] != cols || t->dims[1] != rows) {
-    std::string dims;
-    for (int64_t d : t->dims) absl::StrAppend(&dims, dims.empty() ? "" : ",", d);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model: tensor '", name, "' has dims [", dims, "], expected [", cols,
-        ",", rows, "]"));
-  }
-  if (!kernels::Traits(t->type).weight_type) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model: tensor '", name, "' has type ", kernels::TypeName(t->type)));
-  }
-  WeightView w;
-  w.type = t->type;
-  w.data = t->data;
-  w.rows = rows;
-  w.cols = cols;
-  absl::StatusOr<uint64_t> row_bytes = kernels::TensorBytes(t->type, cols);
-  if (!row_bytes.ok()) return row_bytes.status();
-  w.row_bytes = *row_bytes;
-  weight_bytes_ += static_cast<int64_t>(t->n_bytes);
-  return w;
-}
-
-absl::StatusOr<WeightView> Model::NormWeight(const GgufFile& file,
-                                             const std::string& name) {
-  const GgufTensorInfo* t = file.FindTensor(name);
-  if (t == nullptr || t->dims.size() != 1 || t->dims[0] != config_.d_model ||
-      !kernels::Traits(t->type).weight_type) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model: tensor '", name, "' missing or not [", config_.d_model, "]"));
-  }
-  // Norm weights are tiny; keep them as f32 whatever the file stores.
-  std::vector<float> host(config_.d_model);
-  kernels::DequantizeRow(t->type, t->data, host.data(), config_.d_model);
-  absl::StatusOr<std::unique_ptr<kernels::Buffer>> buf =
-      backend_->Allocate(host.size() * sizeof(float));
-  if (!buf.ok()) return buf.status();
-  backend_->CopyFromHost(host.data(), (*buf)->data(),
-                         host.size() * sizeof(float));
-  WeightView w;
-  w.type = kernels::GgmlType::kF32;
-  w.data = (*buf)->data();
-  w.rows = 1;
-  w.cols = config_.d_model;
-  w.row_bytes = host.size() * sizeof(float);
-  weight_bytes_ += static_cast<int64_t>(t->n_bytes);
-  owned_.push_back(*std::move(buf));
-  return w;
-}
-
 absl::Status Model::LoadWeights(const GgufFile& file) {
   const ModelConfig& c = config_;
-  const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
-  const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
-  auto assign = [](WeightView* dst, absl::StatusOr<WeightView> w) {
-    if (w.ok()) *dst = *w;
-    return w.status();
-  };
-  auto prepared = [&](const std::string& name, int64_t rows,
-                      int64_t cols) -> absl::StatusOr<WeightView> {
-    absl::StatusOr<WeightView> host = HostWeight(file, name, rows, cols);
-    if (!host.ok()) return host.status();
-    return backend_->PrepareWeight(*host);
-  };
-  if (absl::Status s = assign(&token_embd_, prepared("token_embd.weight",
-                                                     c.vocab_size, c.d_model));
-      !s.ok()) {
-    return s;
+  family_ = FindFamily(c.architecture);
+  if (family_ == nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "model: architecture '", c.architecture,
+        "' is not supported (supported: ", SupportedFamilies(), ")"));
   }
-  if (absl::Status s =
-          assign(&output_norm_, NormWeight(file, "output_norm.weight"));
-      !s.ok()) {
-    return s;
-  }
-  if (file.FindTensor("output.weight") != nullptr) {
-    if (absl::Status s = assign(&output_, prepared("output.weight",
-                                                   c.vocab_size, c.d_model));
-        !s.ok()) {
-      return s;
-    }
-  } else {
-    output_ = token_embd_;  // tied embeddings
-  }
+  WeightLoader l(file, backend_, c, &owned_, &weight_bytes_);
+  token_embd_ = l.Matrix("token_embd.weight", c.vocab_size, c.d_model);
+  output_norm_ = l.Vector("output_norm.weight", c.d_model);
+  // Without output.weight the head is the embedding (tied).
+  output_ = l.Has("output.weight")
+                ? l.Matrix("output.weight", c.vocab_size, c.d_model)
+                : token_embd_;
   layers_.resize(c.n_layers);
-  for (int32_t i = 0; i < c.n_layers; ++i) {
-    Layer& l = layers_[i];
-    const std::string p = absl::StrCat("blk.", i, ".");
-    struct Item {
-      WeightView* dst;
-      const char* name;
-      int64_t rows, cols;
-    };
-    // Q, K and V share their input: the backend may run them as one GEMM.
-    const Item qkv[] = {
-        {&l.wq, "attn_q.weight", q_dim, c.d_model},
-        {&l.wk, "attn_k.weight", kv_dim, c.d_model},
-        {&l.wv, "attn_v.weight", kv_dim, c.d_model},
-    };
-    WeightView host[3];
-    for (int j = 0; j < 3; ++j) {
-      if (absl::Status s = assign(&host[j], HostWeight(file, p + qkv[j].name,
-                                                       qkv[j].rows,
-                                                       qkv[j].cols));
-          !s.ok()) {
-        return s;
-      }
-    }
-    absl::StatusOr<std::vector<WeightView>> group =
-        backend_->PrepareWeights(host);
-    if (!group.ok()) return group.status();
-    for (int j = 0; j < 3; ++j) *qkv[j].dst = (*group)[j];
-    const Item items[] = {
-        {&l.wo, "attn_output.weight", c.d_model, q_dim},
-        {&l.w_gate, "ffn_gate.weight", c.ffn_dim, c.d_model},
-        {&l.w_up, "ffn_up.weight", c.ffn_dim, c.d_model},
-        {&l.w_down, "ffn_down.weight", c.d_model, c.ffn_dim},
-    };
-    for (const Item& it : items) {
-      if (absl::Status s =
-              assign(it.dst, prepared(p + it.name, it.rows, it.cols));
-          !s.ok()) {
-        return s;
-      }
-    }
-    if (absl::Status s =
-            assign(&l.attn_norm, NormWeight(file, p + "attn_norm.weight"));
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s =
-            assign(&l.ffn_norm, NormWeight(file, p + "ffn_norm.weight"));
-        !s.ok()) {
-      return s;
-    }
+  for (int32_t i = 0; i < c.n_layers && l.status().ok(); ++i) {
+    family_->LoadLayer(l, i, &layers_[i]);
   }
-  return absl::OkStatus();
+  return l.status();
 }
 
 absl::Status Model::Validate(std::span<const SequenceChunk> batch,
@@ -263,74 +140,47 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim;
   const int64_t kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
 
-  // Activations hold whole rows of the backend's GEMM tiles (MatMul).
+  // Activations hold whole rows of the backend's GEMM tiles (MatMul). Every
+  // buffer the step uses exists before it starts (a backend may record the
+  // step and replay it).
   const int64_t pad = be.RowPadding();
   const int64_t Tp = (T + pad - 1) / pad * pad;
-  float* x = Scratch(0, Tp * d);
-  float* h = Scratch(1, Tp * std::max(d, q_dim));
-  float* q = Scratch(2, Tp * q_dim);
-  float* k = Scratch(3, Tp * kv_dim);
-  float* v = Scratch(4, Tp * kv_dim);
-  float* att = Scratch(5, Tp * q_dim);
-  float* gate = Scratch(6, Tp * c.ffn_dim);
-  float* up = Scratch(7, Tp * c.ffn_dim);
-
-  kernels::TokenPlacement placement;
-  placement.n_tokens = static_cast<int32_t>(T);
-  placement.positions = positions_.data();
-  placement.block_tables = tables_.data();
-  kernels::AttentionParams attn;
-  attn.n_heads = c.n_heads;
-  attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-
+  StepBuffers buf;
+  buf.x = Scratch(0, Tp * d);
+  buf.cur = Scratch(1, Tp * std::max(d, q_dim));
+  buf.q = Scratch(2, Tp * q_dim);
+  buf.k = Scratch(3, Tp * kv_dim);
+  buf.v = Scratch(4, Tp * kv_dim);
+  buf.att = Scratch(5, Tp * q_dim);
+  buf.gate = Scratch(6, Tp * c.ffn_dim);
+  buf.up = Scratch(7, Tp * c.ffn_dim);
   const int64_t R = static_cast<int64_t>(logit_rows_.size());
-  // Every buffer the step uses exists before it starts (a backend may
-  // record the step and replay it).
   const int64_t Rp = (R + pad - 1) / pad * pad;
   float* rows = R > 0 ? Scratch(8, Rp * d) : nullptr;
   float* out = R > 0 ? Scratch(9, Rp * c.vocab_size) : nullptr;
 
   kernels::StepInputs step;
   step.tokens = tokens_.data();
-  step.placement = placement;
+  step.placement.n_tokens = static_cast<int32_t>(T);
+  step.placement.positions = positions_.data();
+  step.placement.block_tables = tables_.data();
   step.block_size = kv.block_size;
   step.logit_rows = logit_rows_.data();
   step.n_logit_rows = static_cast<int32_t>(R);
   step.kv_base = kv.base;
-  if (be.BeginStep(step)) return out;  // replayed
-
-  be.Embed(token_embd_, tokens_.data(), T, x);
-  for (int32_t li = 0; li < c.n_layers; ++li) {
-    const Layer& l = layers_[li];
-    {
-      // x += the previous layer's FFN output (h), then its norm feeds Q, K
-      // and V.
-      const WeightView* ws[3] = {&l.wq, &l.wk, &l.wv};
-      float* outs[3] = {q, k, v};
-      be.AddNormMatMuls(x, li == 0 ? nullptr : h,
-                        static_cast<const float*>(l.attn_norm.data), T, d,
-                        c.rms_eps, h, ws, outs);
+  be.RunStep(step, [&](const kernels::StepViews& views) {
+    be.Embed(token_embd_, views.tokens, T, buf.x);
+    for (int32_t li = 0; li < c.n_layers; ++li) {
+      LayerGraph g(be, c, views, kv, buf, li);
+      family_->Layer(g, layers_[li]);
     }
-    be.RopeKvWrite(q, c.n_heads, k, v, c.rope, kv, li, placement);
-    be.Attention(kv, li, placement, q, attn, att);
-    be.MatMul(l.wo, att, T, h);
-    {
-      const WeightView* ws[2] = {&l.w_gate, &l.w_up};
-      float* outs[2] = {gate, up};
-      be.AddNormMatMuls(x, h, static_cast<const float*>(l.ffn_norm.data), T,
-                        d, c.rms_eps, h, ws, outs);
-    }
-    be.SwiGluMatMul(gate, up, T, l.w_down, h);
-  }
-  be.Add(x, h, T * d, x);  // the last layer's FFN output
-  if (R > 0) {
+    if (R == 0) return;
     // Only the rows that need logits go through the head.
-    be.GatherRows(x, logit_rows_.data(), R, d, rows);
+    be.GatherRows(buf.x, views.logit_rows, R, d, rows);
     be.RmsNorm(rows, static_cast<const float*>(output_norm_.data), R, d,
-               c.rms_eps, h);
-    be.MatMul(output_, h, R, out);
-  }
-  be.EndStep();
+               c.rms_eps, buf.cur);
+    be.MatMul(output_, buf.cur, R, out);
+  });
   return out;
 }
 
@@ -412,6 +262,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::CreateRandom(
     return absl::InvalidArgumentError("model: invalid random configuration");
   }
   std::unique_ptr<Model> model(new Model(config, backend));
+  model->family_ = &LlamaFamily();
   if (absl::Status s = model->InitRandom(weights); !s.ok()) return s;
   return model;
 }
@@ -490,7 +341,7 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
     return s;
   }
   layers_.resize(c.n_layers);
-  for (Layer& l : layers_) {
+  for (LayerWeights& l : layers_) {
     if (absl::Status s = make_group(
             {{&l.wq, q_dim}, {&l.wk, kv_dim}, {&l.wv, kv_dim}}, c.d_model,
             fan(c.d_model));
@@ -502,8 +353,8 @@ absl::Status Model::InitRandom(const RandomWeights& weights) {
       int64_t rows, cols;
     } items[] = {
         {&l.wo, c.d_model, q_dim},
-        {&l.w_gate, c.ffn_dim, c.d_model}, {&l.w_up, c.ffn_dim, c.d_model},
-        {&l.w_down, c.d_model, c.ffn_dim},
+        {&l.gate, c.ffn_dim, c.d_model}, {&l.up, c.ffn_dim, c.d_model},
+        {&l.down, c.d_model, c.ffn_dim},
     };
     for (const auto& it : items) {
       if (absl::Status s = make(it.dst, it.rows, it.cols, fan(it.cols));

@@ -1,4 +1,4 @@
-// Llama-family decoder over a kernels::Backend. One Forward() call runs a
+// A decoder of any registered family (runtime/arch/) over a kernels::Backend. One Forward() call runs a
 // batch that mixes prefill chunks and decode tokens of several sequences;
 // K/V go into the paged arena through each sequence's block table.
 //
@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "runtime/arch/family.h"
 #include "runtime/model_config.h"
 
 namespace kvsession::runtime {
@@ -55,7 +56,8 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> Load(const GgufFile& file,
                                                      kernels::Backend* backend);
 
-  // A model of `config`'s shape with random weights made in backend memory.
+  // A model of `config`'s shape with random weights made in backend memory
+  // (the llama family's layer, whatever config.architecture says).
   static absl::StatusOr<std::unique_ptr<Model>> CreateRandom(
       const ModelConfig& config, kernels::Backend* backend,
       const RandomWeights& weights);
@@ -85,20 +87,9 @@ class Model {
   static int32_t CountLogitRows(std::span<const SequenceChunk> batch);
 
  private:
-  struct Layer {
-    kernels::WeightView attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up,
-        w_down;
-  };
-
   Model(const ModelConfig& config, kernels::Backend* backend)
       : config_(config), backend_(backend) {}
   absl::Status LoadWeights(const GgufFile& file);
-  // The tensor `name` as a [rows][cols] weight in the file's memory.
-  absl::StatusOr<kernels::WeightView> HostWeight(const GgufFile& file,
-                                                 const std::string& name,
-                                                 int64_t rows, int64_t cols);
-  absl::StatusOr<kernels::WeightView> NormWeight(const GgufFile& file,
-                                                 const std::string& name);
   absl::Status Validate(std::span<const SequenceChunk> batch,
                         const kernels::KvCacheView& kv) const;
   float* Scratch(int index, int64_t n_floats);
@@ -110,8 +101,9 @@ class Model {
 
   ModelConfig config_;
   kernels::Backend* backend_;
+  const Family* family_ = nullptr;
   kernels::WeightView token_embd_, output_norm_, output_;
-  std::vector<Layer> layers_;
+  std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
   // Norm weights converted to f32 live in backend buffers.
   std::vector<std::unique_ptr<kernels::Buffer>> owned_;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/arch/family.h"
 #include "runtime/gguf.h"
 
 namespace kvsession::runtime {
@@ -26,12 +27,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const GgufFile& file) {
   absl::StatusOr<std::string> arch = file.GetString("general.architecture");
   if (!arch.ok()) return arch.status();
   c.architecture = *arch;
-  if (c.architecture == "llama") {
-    c.rope.mode = kernels::RopeMode::kNormal;
-  } else {
+  const Family* family = FindFamily(c.architecture);
+  if (family == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
         "model: architecture '", c.architecture,
-        "' is not supported (supported: llama)"));
+        "' is not supported (supported: ", SupportedFamilies(), ")"));
   }
   if (absl::StatusOr<std::string> name = file.GetString("general.name");
       name.ok()) {
@@ -61,19 +61,32 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const GgufFile& file) {
     }
     c.n_kv_heads = *v;
   }
-  if (c.d_model % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model: embedding_length ", c.d_model, ", head_count ", c.n_heads,
-        ", head_count_kv ", c.n_kv_heads, " do not divide evenly"));
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: head_count ", c.n_heads, " is not a multiple of ",
+                     "head_count_kv ", c.n_kv_heads));
   }
-  c.head_dim = c.d_model / c.n_heads;
+  // head_dim is attention.key_length where the file says (Qwen3, Gemma 3:
+  // not d_model / heads), else d_model / heads.
   if (file.Find(p + "attention.key_length") != nullptr) {
     if (v = GetDim(file, p + "attention.key_length", 1, 1024); !v.ok()) {
       return v.status();
     }
+    c.head_dim = *v;
+  } else if (c.d_model % c.n_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: embedding_length ", c.d_model,
+                     " is not a multiple of head_count ", c.n_heads));
+  } else {
+    c.head_dim = c.d_model / c.n_heads;
+  }
+  if (file.Find(p + "attention.value_length") != nullptr) {
+    if (v = GetDim(file, p + "attention.value_length", 1, 1024); !v.ok()) {
+      return v.status();
+    }
     if (*v != c.head_dim) {
       return absl::UnimplementedError(
-          "model: attention.key_length != embedding_length / head_count");
+          "model: attention.value_length != attention.key_length");
     }
   }
   c.context_length = 4096;
@@ -123,6 +136,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const GgufFile& file) {
     return absl::InvalidArgumentError("model: token_embd.weight missing");
   }
   c.vocab_size = static_cast<int32_t>(embd->dims[1]);
+  if (absl::Status s = family->Configure(file, &c); !s.ok()) return s;
   return c;
 }
 

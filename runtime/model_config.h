@@ -1,4 +1,5 @@
-// Hyper-parameters of a Llama-family decoder, read from GGUF metadata.
+// Hyper-parameters of a decoder, read from GGUF metadata; the family
+// (runtime/arch/) adds what is its own.
 #ifndef KVSESSION_RUNTIME_MODEL_CONFIG_H_
 #define KVSESSION_RUNTIME_MODEL_CONFIG_H_
 
@@ -6,7 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/op_params.h"
 
 namespace kvsession::runtime {
 
@@ -19,7 +20,7 @@ struct ModelConfig {
   int32_t d_model = 0;
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;
-  int32_t head_dim = 0;
+  int32_t head_dim = 0;  // of K and V; q is n_heads * head_dim wide
   int32_t ffn_dim = 0;
   int32_t vocab_size = 0;
   int32_t context_length = 0;

@@ -90,6 +90,11 @@ void CpuBackend::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
   kernels::MatMul(w, x, n_tokens, out, exec_);
 }
 
+void CpuBackend::AddBias(const float* x, const float* bias, int64_t n_rows,
+                         int64_t dim, float* out) {
+  kernels::AddBias(x, bias, n_rows, dim, out, exec_);
+}
+
 void CpuBackend::Rope(float* x, int64_t n_tokens, int32_t n_heads,
                       const int32_t* positions, const RopeParams& params) {
   kernels::Rope(x, n_tokens, n_heads, positions, params, exec_);

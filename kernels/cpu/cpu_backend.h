@@ -6,6 +6,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/exec.h"
+#include "kernels/cpu/ops.h"
 
 namespace kvsession::kernels {
 
@@ -40,6 +41,8 @@ class CpuBackend final : public Backend {
                float eps, float* out) override;
   void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
               float* out) override;
+  void AddBias(const float* x, const float* bias, int64_t n_rows, int64_t dim,
+               float* out) override;
   void Rope(float* x, int64_t n_tokens, int32_t n_heads,
             const int32_t* positions, const RopeParams& params) override;
   void KvWrite(const KvCacheView& kv, int32_t layer,

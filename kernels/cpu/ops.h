@@ -11,6 +11,7 @@
 #include "kernels/cpu/exec.h"
 #include "kernels/host_device.h"
 #include "kernels/kv_cache_view.h"
+#include "kernels/op_params.h"
 
 namespace kvsession::kernels {
 
@@ -34,17 +35,6 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
 void RmsNorm(const float* x, const float* weight, int64_t n_rows, int64_t dim,
              float eps, float* out, const CpuExec& exec);
 
-enum class RopeMode {
-  kNormal,  // rotate adjacent pairs (x[2i], x[2i+1]): GGUF llama
-  kNeox,    // rotate (x[i], x[i + rot_dim/2]): Qwen2, GPT-NeoX
-};
-struct RopeParams {
-  int32_t head_dim = 64;
-  int32_t rot_dim = 64;  // leading dims of each head that rotate
-  float freq_base = 10000.0f;
-  float freq_scale = 1.0f;  // linear position scaling (1 = none)
-  RopeMode mode = RopeMode::kNormal;
-};
 // rope.cc: rotates x [n_tokens][n_heads * head_dim] in place; token t is at
 // positions[t].
 void Rope(float* x, int64_t n_tokens, int32_t n_heads, const int32_t* positions,
@@ -57,6 +47,11 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out,
 // add.cc: out = a + b, elementwise (out may alias a or b).
 void Add(const float* a, const float* b, int64_t n, float* out,
          const CpuExec& exec);
+
+// add_bias.cc: out[r] = x[r] + bias for n_rows rows of dim floats (a
+// projection's bias; out may alias x).
+void AddBias(const float* x, const float* bias, int64_t n_rows, int64_t dim,
+             float* out, const CpuExec& exec);
 
 // split_columns.cc: row r of src holds widths[0] + ... + widths[n-1]
 // floats; segment i goes to dsts[i] + r * widths[i] (a plain copy). The
@@ -76,10 +71,6 @@ void KvWrite(const KvCacheView& kv, int32_t layer,
              const TokenPlacement& placement, const float* k, const float* v,
              const CpuExec& exec);
 
-struct AttentionParams {
-  int32_t n_heads = 0;  // query heads; n_heads % kv.n_kv_heads == 0 (GQA)
-  float scale = 0.0f;   // usually 1/sqrt(head_dim)
-};
 // attention.cc: causal attention of each query token over positions
 // 0..positions[t] of its own sequence, read through the block table.
 // q and out are [n_tokens][n_heads * head_dim]. Query head h reads KV head
@@ -115,13 +106,6 @@ KVS_HOST_DEVICE inline float RandomUnit(uint64_t seed, uint64_t i) {
 //    seeded generator, so sampling is reproducible.
 // top_k == 0 (the whole vocabulary) is sampled on the host by
 // runtime::Sampler; the device op serves greedy and top-k rows.
-inline constexpr int32_t kMaxSampleTopK = 1024;
-struct SampleRow {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float u = 0.0f;
-};
 void SampleTokens(const float* logits, int32_t n_rows, int32_t vocab,
                   const SampleRow* rows, int32_t* out, const CpuExec& exec);
 

@@ -289,18 +289,42 @@ namespace {
 constexpr size_t kFixedStagingBytes = size_t{3} << 20;
 }  // namespace
 
-bool CudaBackend::BeginStep(const StepInputs& in) {
+void CudaBackend::RunStep(const StepInputs& step,
+                          absl::FunctionRef<void(const StepViews&)> ops) {
+  KVS_CHECK(!recording_) << "cuda: RunStep inside RunStep";
+  if (Stage(step)) return;  // replayed
+  StepViews v;
+  v.tokens = step_.d_tokens;
+  v.placement.n_tokens = step.placement.n_tokens;
+  v.placement.positions = step_.d_positions;
+  v.placement.block_tables = step_.d_tables;
+  v.logit_rows = step_.d_logit_rows;
+  v.n_logit_rows = step.n_logit_rows;
+  queue_.clear();
+  recording_ = true;
+  ops(v);
+  recording_ = false;
+  Flush();
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  KVS_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  GraphEntry& e = graphs_[capture_key_];
+  KVS_CUDA_CHECK(cudaGraphInstantiate(&e.exec, graph, 0));
+  KVS_CUDA_CHECK(cudaGraphDestroy(graph));
+  e.generation = Generation();
+  ++graph_captures_;
+  // Recording did not run the step: run it now.
+  KVS_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
+}
+
+bool CudaBackend::Stage(const StepInputs& in) {
   KVS_CUDA_CHECK(cudaSetDevice(options_.device));
   const TokenPlacement& p = in.placement;
   int32_t max_pos = 0;
   for (int32_t t = 0; t < p.n_tokens; ++t) {
     max_pos = std::max(max_pos, p.positions[t]);
   }
-  step_.tokens = in.tokens;
-  step_.positions = p.positions;
-  step_.tables = p.block_tables;
-  step_.logit_rows = in.logit_rows;
-  step_.n_tokens = p.n_tokens;
 
   const int32_t partition = options_.attention_partition;
   const bool eligible = options_.graphs && p.n_tokens > 0 &&
@@ -352,20 +376,6 @@ bool CudaBackend::BeginStep(const StepInputs& in) {
   KVS_CUDA_CHECK(cudaMemcpyAsync(fixed_dev_, fixed_host_, bytes,
                                  cudaMemcpyHostToDevice, stream_));
   return false;
-}
-
-void CudaBackend::EndStep() {
-  if (!capturing_) return;
-  capturing_ = false;
-  cudaGraph_t graph = nullptr;
-  KVS_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-  GraphEntry& e = graphs_[capture_key_];
-  KVS_CUDA_CHECK(cudaGraphInstantiate(&e.exec, graph, 0));
-  KVS_CUDA_CHECK(cudaGraphDestroy(graph));
-  e.generation = Generation();
-  ++graph_captures_;
-  // Recording did not run the step: run it now.
-  KVS_CUDA_CHECK(cudaGraphLaunch(e.exec, stream_));
 }
 
 bool CudaBackend::StageFixed(const StepInputs& in, int32_t max_blocks) {
@@ -474,27 +484,6 @@ void CudaBackend::StageEager(const StepInputs& in, int32_t max_pos) {
   step_.d_tables = reinterpret_cast<const int32_t* const*>(dev + ptr_off);
 }
 
-const int32_t* CudaBackend::Dev(const int32_t* host) const {
-  if (host == step_.tokens) return step_.d_tokens;
-  if (host == step_.positions) return step_.d_positions;
-  if (host == step_.logit_rows) return step_.d_logit_rows;
-  KVS_CHECK(false) << "cuda: an op got a host array that BeginStep did not "
-                      "upload";
-  return nullptr;
-}
-
-TokenPlacement CudaBackend::DevPlacement(const TokenPlacement& host) const {
-  KVS_CHECK(host.positions == step_.positions &&
-            host.block_tables == step_.tables &&
-            host.n_tokens == step_.n_tokens)
-      << "cuda: placement differs from the step's";
-  TokenPlacement d;
-  d.n_tokens = host.n_tokens;
-  d.positions = step_.d_positions;
-  d.block_tables = step_.d_tables;
-  return d;
-}
-
 void CudaBackend::FillRandom(GgmlType type, void* dst, int64_t n,
                              uint64_t seed, float scale) {
   LaunchFillRandom(type, dst, n, seed, scale, stream_);
@@ -521,105 +510,6 @@ void CudaBackend::SampleTokens(const float* logits, int32_t n_rows,
   KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaBackend::Embed(const WeightView& table, const int32_t* tokens,
-                        int64_t n_tokens, float* out) {
-  LaunchEmbed(table, Dev(tokens), n_tokens, out, stream_);
-}
-
-void CudaBackend::RmsNorm(const float* x, const float* weight, int64_t n_rows,
-                          int64_t dim, float eps, float* out) {
-  LaunchRmsNorm(x, weight, n_rows, dim, eps, out, stream_);
-}
-
-void CudaBackend::MatMul(const WeightView& w, const float* x, int64_t n_tokens,
-                         float* out) {
-  gemm_->MatMul(w, x, n_tokens, out, /*padded_out=*/true);
-}
-
-void CudaBackend::MatMuls(std::span<const WeightView* const> ws,
-                          const float* x, int64_t n_tokens,
-                          std::span<float* const> outs) {
-  gemm_->MatMuls(ws, x, n_tokens, outs, /*padded_out=*/true);
-}
-
-void CudaBackend::AddNormMatMuls(float* x, const float* residual,
-                                 const float* norm, int64_t n_tokens,
-                                 int64_t dim, float eps, float* scratch,
-                                 std::span<const WeightView* const> ws,
-                                 std::span<float* const> outs) {
-  (void)scratch;  // the rows go to the GEMM input directly
-  if (ws.empty() || n_tokens <= 0) return;
-  KVS_CHECK(ws[0]->cols == dim) << "norm width " << dim << ", weights "
-                                << ws[0]->cols;
-  const GgmlType type = ws[0]->type;
-  gemm_->MatMulsFrom(ws, n_tokens, outs, /*padded_out=*/true,
-                     [&](void* input, int64_t rows) {
-                       LaunchAddRmsNormRounded(x, residual, norm, n_tokens,
-                                               rows, dim, eps, type, input,
-                                               stream_);
-                     });
-}
-
-void CudaBackend::SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
-                               const WeightView& w, float* out) {
-  const WeightView* ws[1] = {&w};
-  float* outs[1] = {out};
-  gemm_->MatMulsFrom(ws, n_tokens, outs, /*padded_out=*/true,
-                     [&](void* input, int64_t rows) {
-                       LaunchSwiGluRounded(gate, up, n_tokens, rows, w.cols,
-                                           w.type, input, stream_);
-                     });
-}
-
-void CudaBackend::Rope(float* x, int64_t n_tokens, int32_t n_heads,
-                       const int32_t* positions, const RopeParams& params) {
-  LaunchRope(x, n_tokens, n_heads, Dev(positions), params, stream_);
-}
-
-void CudaBackend::KvWrite(const KvCacheView& kv, int32_t layer,
-                          const TokenPlacement& placement, const float* k,
-                          const float* v) {
-  LaunchKvWrite(kv, layer, DevPlacement(placement), k, v, stream_);
-}
-
-void CudaBackend::RopeKvWrite(float* q, int32_t n_heads, float* k,
-                              const float* v, const RopeParams& rope,
-                              const KvCacheView& kv, int32_t layer,
-                              const TokenPlacement& placement) {
-  LaunchRopeKvWrite(q, n_heads, k, v, rope, kv, layer, DevPlacement(placement),
-                    stream_);
-}
-
-void CudaBackend::Attention(const KvCacheView& kv, int32_t layer,
-                            const TokenPlacement& placement, const float* q,
-                            const AttentionParams& params, float* out) {
-  const int32_t partition = options_.attention_partition;
-  const int32_t n = placement.n_tokens;
-  if (n <= 0) return;
-  // The workspace grows with tokens x heads x partitions (a 512-token
-  // prefill chunk at 16k context would need 2 GiB at partition 64), so long
-  // batches go in slices of tokens that fit the cap.
-  const size_t per_token =
-      static_cast<size_t>(AttentionWorkspaceFloats(
-          1, params.n_heads, kv.head_dim, partition, step_.max_position)) *
-      sizeof(float);
-  const int32_t slice = static_cast<int32_t>(std::clamp<size_t>(
-      options_.attention_workspace_bytes / per_token, 1, n));
-  void* ws = attn_ws_;
-  Grow(&ws, &attn_ws_cap_, per_token * slice);
-  attn_ws_ = static_cast<float*>(ws);
-  const TokenPlacement dev = DevPlacement(placement);
-  const int64_t row = int64_t{params.n_heads} * kv.head_dim;
-  for (int32_t t0 = 0; t0 < n; t0 += slice) {
-    TokenPlacement part;
-    part.n_tokens = std::min(slice, n - t0);
-    part.positions = dev.positions + t0;
-    part.block_tables = dev.block_tables + t0;
-    LaunchAttention(kv, layer, part, q + t0 * row, params, partition,
-                    step_.max_position, attn_ws_, out + t0 * row, stream_);
-  }
-}
-
 void CudaBackend::set_attention_partition(int32_t partition) {
   KVS_CHECK(IsAttentionPartition(partition)) << "partition " << partition;
   options_.attention_partition = partition;
@@ -633,20 +523,6 @@ absl::Status CudaBackend::CheckBlockSize(int32_t block_size) const {
         options_.attention_partition, " positions"));
   }
   return absl::OkStatus();
-}
-
-void CudaBackend::SwiGlu(const float* gate, const float* up, int64_t n,
-                         float* out) {
-  LaunchSwiGlu(gate, up, n, out, stream_);
-}
-
-void CudaBackend::Add(const float* a, const float* b, int64_t n, float* out) {
-  LaunchAdd(a, b, n, out, stream_);
-}
-
-void CudaBackend::GatherRows(const float* src, const int32_t* rows,
-                             int64_t n_rows, int64_t dim, float* dst) {
-  LaunchGatherRows(src, Dev(rows), n_rows, dim, dst, stream_);
 }
 
 }  // namespace kvsession::kernels::cuda

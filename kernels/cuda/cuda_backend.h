@@ -18,6 +18,7 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/op_record.h"
 
 namespace kvsession::kernels::cuda {
 
@@ -64,8 +65,11 @@ class CudaBackend final : public Backend {
   absl::Status RegisterWeight(const WeightView& w) override {
     return gemm_->Prepare(w);
   }
-  bool BeginStep(const StepInputs& step) override;
-  void EndStep() override;
+  // Uploads the inputs in one copy, records the step's ops and runs them
+  // with the fusions MatchFusion allows; steps of up to gemm_columns tokens
+  // are captured as CUDA graphs and replayed (see Options::graphs).
+  void RunStep(const StepInputs& step,
+               absl::FunctionRef<void(const StepViews&)> ops) override;
   // Turns step recording on or off (benchmarks compare the two).
   void set_graphs(bool on) { options_.graphs = on; }
   // Benchmarks compare partition sizes in one run; a server never changes
@@ -87,26 +91,33 @@ class CudaBackend final : public Backend {
                float eps, float* out) override;
   void MatMul(const WeightView& w, const float* x, int64_t n_tokens,
               float* out) override;
+  void AddBias(const float* x, const float* bias, int64_t n_rows, int64_t dim,
+               float* out) override;
+  // The fused launches RunStep uses in place of runs of ops, public for
+  // their tests and the step breakdown benchmark; each runs at once (int
+  // arrays in device memory) and is bitwise the op sequence it replaces:
+  //  - MatMuls: MatMul of each weight on one input, rounded once;
+  //  - AddNormMatMuls: [Add(x, residual -> x)] RmsNorm(x -> s) then MatMuls
+  //    of s, the norm rounded straight into the GEMM input (s unwritten);
+  //  - SwiGluMatMul: SwiGlu(gate, up -> s) then MatMul(w, s) (s unwritten);
+  //  - RopeKvWrite: Rope(q), Rope(k), KvWrite(k, v) in one launch.
   void MatMuls(std::span<const WeightView* const> ws, const float* x,
-               int64_t n_tokens, std::span<float* const> outs) override;
-  // One launch rounds the norm (after the residual add) or SwiGLU straight
-  // into the GEMM input, where RmsNorm, Add, SwiGlu and ConvertRows were
-  // separate launches; the bits are the same.
+               int64_t n_tokens, std::span<float* const> outs);
   void AddNormMatMuls(float* x, const float* residual, const float* norm,
-                      int64_t n_tokens, int64_t dim, float eps, float* scratch,
+                      int64_t n_tokens, int64_t dim, float eps,
                       std::span<const WeightView* const> ws,
-                      std::span<float* const> outs) override;
-  void SwiGluMatMul(float* gate, const float* up, int64_t n_tokens,
-                    const WeightView& w, float* out) override;
+                      std::span<float* const> outs);
+  void SwiGluMatMul(const float* gate, const float* up, int64_t n_tokens,
+                    const WeightView& w, float* out);
+  void RopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
+                   const RopeParams& rope, const KvCacheView& kv, int32_t layer,
+                   const TokenPlacement& placement);
   int64_t RowPadding() const override { return options_.gemm_columns; }
   void Rope(float* x, int64_t n_tokens, int32_t n_heads,
             const int32_t* positions, const RopeParams& params) override;
   void KvWrite(const KvCacheView& kv, int32_t layer,
                const TokenPlacement& placement, const float* k,
                const float* v) override;
-  void RopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
-                   const RopeParams& rope, const KvCacheView& kv, int32_t layer,
-                   const TokenPlacement& placement) override;
   void Attention(const KvCacheView& kv, int32_t layer,
                  const TokenPlacement& placement, const float* q,
                  const AttentionParams& params, float* out) override;
@@ -124,9 +135,16 @@ class CudaBackend final : public Backend {
   absl::Status UploadWeight(const WeightView& host, GgmlType target, void* dst);
   // Grows a device scratch buffer (waits for the kernels using the old one).
   void* Grow(void** buf, size_t* cap, size_t bytes);
-  // The device copy of an array BeginStep uploaded.
-  const int32_t* Dev(const int32_t* host) const;
-  TokenPlacement DevPlacement(const TokenPlacement& host) const;
+  // Stages the step's inputs; true when a recorded graph of its shape has
+  // been launched (the step is then done).
+  bool Stage(const StepInputs& in);
+  // Inside RunStep ops are recorded; otherwise they run at once.
+  void Issue(const OpRecord& op);
+  void Execute(const OpRecord& op);
+  // Runs the recorded ops, fused where MatchFusion allows.
+  void Flush();
+  void RunFused(FusionKind kind, std::span<const OpRecord> ops);
+  void RunAttention(const OpRecord& op);
   // Stages the step in the eager layout (each distinct block table once).
   void StageEager(const StepInputs& in, int32_t max_pos);
   // Stages the step in a layout fixed by (tokens, logit rows, blocks per
@@ -147,11 +165,6 @@ class CudaBackend final : public Backend {
   // The step's inputs: a pinned staging area and its device copy, laid out
   // [tokens][positions][logit rows][block tables][table pointers].
   struct Step {
-    const int32_t* tokens = nullptr;
-    const int32_t* positions = nullptr;
-    const int32_t* const* tables = nullptr;
-    const int32_t* logit_rows = nullptr;
-    int32_t n_tokens = 0;
     int32_t max_position = 0;
     const int32_t* d_tokens = nullptr;
     const int32_t* d_positions = nullptr;
@@ -182,6 +195,8 @@ class CudaBackend final : public Backend {
   std::map<GraphKey, GraphEntry> graphs_;
   uint64_t generation_ = 0;  // bumped when a buffer ops use is reallocated
   bool capturing_ = false;
+  bool recording_ = false;
+  std::vector<OpRecord> queue_;
   GraphKey capture_key_;
   void* fixed_host_ = nullptr;  // pinned staging of recorded steps
   void* fixed_dev_ = nullptr;

@@ -66,6 +66,10 @@ void LaunchSwiGluRounded(const float* gate, const float* up, int64_t n_rows,
 void LaunchAdd(const float* a, const float* b, int64_t n, float* out,
                cudaStream_t stream);
 
+// add_bias.cu: out[r] = x[r] + bias for n_rows rows of dim floats.
+void LaunchAddBias(const float* x, const float* bias, int64_t n_rows,
+                   int64_t dim, float* out, cudaStream_t stream);
+
 // gather_rows.cu: dst[i] = src[rows[i]], rows of `dim` floats.
 void LaunchGatherRows(const float* src, const int32_t* rows, int64_t n_rows,
                       int64_t dim, float* dst, cudaStream_t stream);
@@ -85,8 +89,8 @@ void LaunchConvertRows(const float* x, int64_t n_rows, int64_t n_rows_padded,
                        cudaStream_t stream);
 
 // dequantize.cu: n elements of a weight type (F32, F16, BF16, Q4_0, Q4_1,
-// Q5_0, Q5_1, Q8_0, Q4_K, Q6_K) to F16 or BF16, as DequantizeRow followed by
-// round-to-nearest-even: bitwise equal to that reference. n is a multiple of
+// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) to F16 or BF16, as DequantizeRow followed
+// by round-to-nearest-even: bitwise equal to that reference. n is a multiple of
 // the type's block size.
 bool CanDequantize(GgmlType from);
 void LaunchDequantize(GgmlType from, const void* src, int64_t n, GgmlType to,

@@ -87,11 +87,10 @@ struct AttentionStep {
     in.placement = Placement();
     in.block_size = kBlock;
     in.kv_base = kv.base;
-    if (!be.BeginStep(in)) {
-      be.Attention(kv, 0, Placement(), q->as<float>(), params,
+    be.RunStep(in, [&](const StepViews& v) {
+      be.Attention(kv, 0, v.placement, q->as<float>(), params,
                    out->as<float>());
-      be.EndStep();
-    }
+    });
     const size_t n = positions.size() * kHeads * kHeadDim;
     std::vector<float> host(n);
     be.CopyToHost(out->data(), host.data(), n * sizeof(float));
@@ -233,11 +232,15 @@ TEST(CudaBackendTest, FusedGemmInputsEqualTheSeparateOps) {
       const float* r = with_residual ? residual->as<float>() : nullptr;
       if (fused == 1) {
         be->AddNormMatMuls(x->as<float>(), r, norm->as<float>(), kT, kDim,
-                           1e-5f, scratch->as<float>(), ws, outs);
+                           1e-5f, ws, outs);
       } else {
-        be->Backend::AddNormMatMuls(x->as<float>(), r, norm->as<float>(), kT,
-                                    kDim, 1e-5f, scratch->as<float>(), ws,
-                                    outs);
+        // The op sequence the fused launch stands for.
+        if (r != nullptr) be->Add(x->as<float>(), r, kT * kDim, x->as<float>());
+        be->RmsNorm(x->as<float>(), norm->as<float>(), kT, kDim, 1e-5f,
+                    scratch->as<float>());
+        for (int i = 0; i < 3; ++i) {
+          be->MatMul(*ws[i], scratch->as<float>(), kT, outs[i]);
+        }
       }
       x_after[fused] = Host(*be, x->as<float>(), kT * kDim);
       for (int i = 0; i < 3; ++i) {
@@ -260,8 +263,9 @@ TEST(CudaBackendTest, FusedGemmInputsEqualTheSeparateOps) {
       be->SwiGluMatMul(gate->as<float>(), up->as<float>(), kT, *down,
                        out->as<float>());
     } else {
-      be->Backend::SwiGluMatMul(gate->as<float>(), up->as<float>(), kT, *down,
-                                out->as<float>());
+      be->SwiGlu(gate->as<float>(), up->as<float>(), kT * kFfn,
+                 gate->as<float>());
+      be->MatMul(*down, gate->as<float>(), kT, out->as<float>());
     }
     got[fused] = Host(*be, out->as<float>(), kT * kDim);
   }
