@@ -17,6 +17,8 @@ constexpr char kBeginOfText[] = "<|begin_of_text|>";
 constexpr char kStartHeader[] = "<|start_header_id|>";
 constexpr char kEndHeader[] = "<|end_header_id|>";
 constexpr char kEotId[] = "<|eot_id|>";
+constexpr char kThinkOpen[] = "<think>";
+constexpr char kThinkClose[] = "</think>";
 
 // Undoes the escapes of a Jinja (Python-like) string literal body.
 std::string UnescapeJinja(std::string_view s) {
@@ -143,13 +145,51 @@ std::string_view PythonStrip(std::string_view s) {
   return s.substr(begin, end - begin);
 }
 
+std::string_view StripNewlines(std::string_view s, bool left, bool right) {
+  while (left && !s.empty() && s.front() == '\n') s.remove_prefix(1);
+  while (right && !s.empty() && s.back() == '\n') s.remove_suffix(1);
+  return s;
+}
+
+// An assistant message as Qwen3's template renders it: the reasoning is the
+// text before the first </think> (after its <think>), the answer the text
+// after the last one. The block is written out only after the last user
+// message (`after_query`), and there for the last message or where there is
+// reasoning.
+template <typename Text, typename Content>
+void RenderQwen3Assistant(std::string_view m, bool after_query, bool last,
+                          Text& text, Content& content) {
+  std::string_view reasoning, answer = m;
+  if (const size_t close = m.find(kThinkClose); close != m.npos) {
+    reasoning = StripNewlines(m.substr(0, close), false, true);
+    if (const size_t open = reasoning.rfind(kThinkOpen);
+        open != reasoning.npos) {
+      reasoning.remove_prefix(open + std::string_view(kThinkOpen).size());
+    }
+    reasoning = StripNewlines(reasoning, true, false);
+    answer = StripNewlines(
+        m.substr(m.rfind(kThinkClose) + std::string_view(kThinkClose).size()),
+        true, false);
+  }
+  text(absl::StrCat(kImStart, "assistant\n"));
+  if (after_query && (last || !reasoning.empty())) {
+    text(absl::StrCat(kThinkOpen, "\n"));
+    content(StripNewlines(reasoning, true, true));
+    text(absl::StrCat("\n", kThinkClose, "\n\n"));
+  }
+  content(answer);
+  text(absl::StrCat(kImEnd, "\n"));
+}
+
 }  // namespace
 
 absl::StatusOr<ChatTemplate> ChatTemplate::Detect(
     std::string_view jinja_source) {
   ChatTemplate t;
   if (jinja_source.find(kImStart) != std::string_view::npos) {
-    t.kind_ = ChatTemplateKind::kChatMl;
+    t.kind_ = jinja_source.find(kThinkClose) != std::string_view::npos
+                  ? ChatTemplateKind::kQwen3
+                  : ChatTemplateKind::kChatMl;
     t.default_system_prompt_ = FindDefaultSystemPrompt(
         jinja_source, absl::StrCat(kImStart, "system"), "\n", kImEnd);
     return t;
@@ -170,25 +210,35 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name) {
   ChatTemplate t;
   if (name == "chatml") {
     t.kind_ = ChatTemplateKind::kChatMl;
+  } else if (name == "qwen3") {
+    t.kind_ = ChatTemplateKind::kQwen3;
   } else if (name == "llama3") {
     t.kind_ = ChatTemplateKind::kLlama3;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown chat template '", Sv(name), "' (known: chatml, llama3)"));
+        "unknown chat template '", Sv(name), "' (known: chatml, qwen3, llama3)"));
   }
   return t;
 }
 
 std::string_view ChatTemplate::name() const {
-  return kind_ == ChatTemplateKind::kChatMl ? "chatml" : "llama3";
+  switch (kind_) {
+    case ChatTemplateKind::kChatMl:
+      return "chatml";
+    case ChatTemplateKind::kQwen3:
+      return "qwen3";
+    case ChatTemplateKind::kLlama3:
+      break;
+  }
+  return "llama3";
 }
 
 std::string_view ChatTemplate::end_of_turn() const {
-  return kind_ == ChatTemplateKind::kChatMl ? kImEnd : kEotId;
+  return kind_ == ChatTemplateKind::kLlama3 ? kEotId : kImEnd;
 }
 
 std::string_view ChatTemplate::turn_separator() const {
-  return kind_ == ChatTemplateKind::kChatMl ? "\n" : "";
+  return kind_ == ChatTemplateKind::kLlama3 ? "" : "\n";
 }
 
 std::vector<ChatSegment> ChatTemplate::RenderSegments(
@@ -214,8 +264,17 @@ std::vector<ChatSegment> ChatTemplate::RenderSegments(
     if (!c.empty()) out.push_back({std::string(c), true});
   };
   bool first = first_turn;
+  // Qwen3 keeps thinking blocks only after the last user message.
+  size_t last_user = 0;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role == "user") last_user = i;
+  }
+  size_t index = 0;
   auto render_one = [&](const ChatMessage& m) {
-    if (kind_ == ChatTemplateKind::kChatMl) {
+    if (kind_ == ChatTemplateKind::kQwen3 && m.role == "assistant") {
+      RenderQwen3Assistant(m.content, index > last_user,
+                           index + 1 == messages.size(), text, content);
+    } else if (kind_ != ChatTemplateKind::kLlama3) {
       text(absl::StrCat(kImStart, m.role, "\n"));
       content(m.content);
       text(absl::StrCat(kImEnd, "\n"));
@@ -228,9 +287,12 @@ std::vector<ChatSegment> ChatTemplate::RenderSegments(
     first = false;
   };
   if (default_system) render_one(*default_system);
-  for (const ChatMessage& m : messages) render_one(m);
+  for (const ChatMessage& m : messages) {
+    render_one(m);
+    ++index;
+  }
   if (add_generation_prompt) {
-    if (kind_ == ChatTemplateKind::kChatMl) {
+    if (kind_ != ChatTemplateKind::kLlama3) {
       text(absl::StrCat(kImStart, "assistant\n"));
     } else {
       text(absl::StrCat(kStartHeader, "assistant", kEndHeader, "\n\n"));

@@ -1,4 +1,5 @@
-// Chat templates: ChatML (SmolLM2, Qwen) and Llama 3, recognised from the
+// Chat templates: ChatML (SmolLM2, Qwen2.5), Qwen3's ChatML with thinking
+// blocks, and Llama 3, recognised from the
 // GGUF's `tokenizer.chat_template` Jinja source. We render in C++ rather than
 // embed a Jinja engine: the set of templates is small and the output must be
 // byte-stable for prefix caching.
@@ -19,7 +20,11 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatTemplateKind { kChatMl, kLlama3 };
+// kQwen3 is ChatML where an assistant message's <think> block is kept only
+// after the last user message (earlier ones render without it), as Qwen3's
+// template does. Such a conversation is not prefix-stable; a session keeps
+// the KV of what the model wrote, so an appended turn never re-renders it.
+enum class ChatTemplateKind { kChatMl, kQwen3, kLlama3 };
 
 // A piece of rendered text: template text (may hold control tokens) or a
 // message's content (never parsed for control tokens).
@@ -33,7 +38,7 @@ class ChatTemplate {
   // Recognises the template from its Jinja source; default_system_prompt is
   // taken from the source when the template injects one (SmolLM2 does).
   static absl::StatusOr<ChatTemplate> Detect(std::string_view jinja_source);
-  // "chatml" or "llama3" (the --chat_template override).
+  // "chatml", "qwen3" or "llama3" (the --chat_template override).
   static absl::StatusOr<ChatTemplate> FromName(std::string_view name);
 
   ChatTemplateKind kind() const { return kind_; }

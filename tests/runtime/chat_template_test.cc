@@ -197,5 +197,52 @@ TEST(ChatTemplateTest, FromNameOverrides) {
   EXPECT_THAT(bad.status().message(), HasSubstr("mistral"));
 }
 
+// Qwen3's template keeps an assistant message's thinking block only after
+// the last user message; expected strings follow its Jinja source by hand.
+constexpr char kQwen3TemplateExcerpt[] =
+    "{%- for message in messages %}{%- if message.role == \"assistant\" %}"
+    "{%- if '</think>' in content %}{%- set reasoning_content = "
+    "content.split('</think>')[0].rstrip('\\n').split('<think>')[-1]."
+    "lstrip('\\n') %}{%- endif %}{{- '<|im_start|>' + message.role + "
+    "'\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' "
+    "}}{%- endif %}{%- endfor %}";
+
+TEST(ChatTemplateTest, Qwen3DropsThinkingBeforeTheLastUserMessage) {
+  ChatTemplate t = MustDetect(kQwen3TemplateExcerpt);
+  EXPECT_EQ(t.kind(), ChatTemplateKind::kQwen3);
+  EXPECT_EQ(t.name(), "qwen3");
+  EXPECT_EQ(t.default_system_prompt(), "");
+  const std::vector<ChatMessage> m = {
+      {"user", "2+2?"},
+      {"assistant", "<think>\nadd them\n</think>\n\n4"},
+      {"user", "and 3+3?"},
+      {"assistant", "<think>\n\nagain add\n\n</think>\n\n6"},
+  };
+  EXPECT_EQ(t.Render(m, false),
+            "<|im_start|>user\n2+2?<|im_end|>\n"
+            "<|im_start|>assistant\n4<|im_end|>\n"
+            "<|im_start|>user\nand 3+3?<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\nagain add\n</think>\n\n6"
+            "<|im_end|>\n");
+  // The last message gets a block even without reasoning; one between the
+  // last query and the end gets it only with reasoning.
+  const std::vector<ChatMessage> tail = {
+      {"user", "hi"}, {"assistant", "hello"}, {"assistant", "again"}};
+  EXPECT_EQ(t.Render(tail, true),
+            "<|im_start|>user\nhi<|im_end|>\n"
+            "<|im_start|>assistant\nhello<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\n\n</think>\n\nagain<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  // Content is never parsed for control tokens: the reasoning and the
+  // answer are content segments.
+  int content_segments = 0;
+  for (const ChatSegment& s : t.RenderSegments(m, false)) {
+    content_segments += s.is_content;
+  }
+  EXPECT_EQ(content_segments, 5);
+  ASSERT_TRUE(ChatTemplate::FromName("qwen3").ok());
+  EXPECT_EQ(ChatTemplate::FromName("qwen3")->kind(), ChatTemplateKind::kQwen3);
+}
+
 }  // namespace
 }  // namespace kvsession::runtime

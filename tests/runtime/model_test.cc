@@ -21,9 +21,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::unique_ptr<ModelBundle> LoadTiny(int threads) {
+std::unique_ptr<ModelBundle> LoadTiny(int threads,
+                                      const std::string& family = "llama") {
   ModelBundle::Options o;
-  o.path = testing::TinyModelPath();
+  o.path = testing::TinyModelPath(family);
   o.n_threads = threads;
   absl::StatusOr<std::unique_ptr<ModelBundle>> b = ModelBundle::Load(o);
   EXPECT_TRUE(b.ok()) << b.status();
@@ -100,8 +101,13 @@ TEST(ModelTest, QuantizedModelTracksDoublePrecisionForward) {
   EXPECT_GE(d.argmax_same, 38);
 }
 
-TEST(ModelTest, PrefillAndDecodeAreBitwiseIdentical) {
-  auto b = LoadTiny(2);
+// The batch-invariance properties hold for every family's layer.
+class FamilyModelTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Families, FamilyModelTest,
+                         ::testing::ValuesIn(testing::kTinyFamilies));
+
+TEST_P(FamilyModelTest, PrefillAndDecodeAreBitwiseIdentical) {
+  auto b = LoadTiny(2, GetParam());
   ASSERT_NE(b, nullptr);
   const std::vector<int32_t> tokens =
       RandomTokens(37, b->model->config().vocab_size, 11);
@@ -121,8 +127,8 @@ TEST(ModelTest, PrefillAndDecodeAreBitwiseIdentical) {
   }
 }
 
-TEST(ModelTest, ChunkLengthDoesNotChangeAnyBit) {
-  auto b = LoadTiny(2);
+TEST_P(FamilyModelTest, ChunkLengthDoesNotChangeAnyBit) {
+  auto b = LoadTiny(2, GetParam());
   ASSERT_NE(b, nullptr);
   const std::vector<int32_t> tokens =
       RandomTokens(64, b->model->config().vocab_size, 13);
@@ -139,8 +145,8 @@ TEST(ModelTest, ChunkLengthDoesNotChangeAnyBit) {
   }
 }
 
-TEST(ModelTest, NeighboursInTheBatchDoNotChangeAnyBit) {
-  auto b = LoadTiny(2);
+TEST_P(FamilyModelTest, NeighboursInTheBatchDoNotChangeAnyBit) {
+  auto b = LoadTiny(2, GetParam());
   ASSERT_NE(b, nullptr);
   Model& model = *b->model;
   const int vocab = model.config().vocab_size;
@@ -195,9 +201,9 @@ TEST(ModelTest, NeighboursInTheBatchDoNotChangeAnyBit) {
   }
 }
 
-TEST(ModelTest, ThreadCountDoesNotChangeAnyBit) {
-  auto one = LoadTiny(1);
-  auto two = LoadTiny(2);
+TEST_P(FamilyModelTest, ThreadCountDoesNotChangeAnyBit) {
+  auto one = LoadTiny(1, GetParam());
+  auto two = LoadTiny(2, GetParam());
   ASSERT_NE(one, nullptr);
   ASSERT_NE(two, nullptr);
   const std::vector<int32_t> tokens =

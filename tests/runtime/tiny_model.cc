@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -66,22 +67,60 @@ std::string Quantized(GgmlType type, const std::vector<float>& values,
   return out;
 }
 
+// What qwen2 and qwen3 layers hold beyond llama's.
+template <typename Matrix, typename Add>
+absl::Status AddFamilyTensors(const TinyModelOptions& o, const std::string& p,
+                              int64_t hd, int64_t q_dim, int64_t kv,
+                              Matrix& matrix, Add& add) {
+  if (o.architecture == "qwen2") {
+    const struct {
+      const char* name;
+      int64_t n;
+    } biases[] = {{"attn_q.bias", q_dim}, {"attn_k.bias", kv},
+                  {"attn_v.bias", kv}};
+    for (const auto& b : biases) {
+      if (absl::Status s = add(p + b.name, GgmlType::kF32,
+                               matrix(1, b.n, 0.5f), b.n);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (o.architecture == "qwen3") {
+    for (const char* name : {"attn_q_norm.weight", "attn_k_norm.weight"}) {
+      std::vector<float> v = matrix(1, hd, 0.1f);
+      for (float& x : v) x += 1.0f;
+      if (absl::Status s = add(p + name, GgmlType::kF32, v, hd); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status WriteTinyModel(const TinyModelOptions& o,
                             const std::string& path) {
   runtime::GgufWriter w;
-  w.AddString("general.architecture", "llama");
-  w.AddString("general.name", "tiny-test-llama");
-  w.AddUint32("llama.block_count", o.n_layers);
-  w.AddUint32("llama.context_length", o.context_length);
-  w.AddUint32("llama.embedding_length", o.d_model);
-  w.AddUint32("llama.feed_forward_length", o.ffn_dim);
-  w.AddUint32("llama.attention.head_count", o.n_heads);
-  w.AddUint32("llama.attention.head_count_kv", o.n_kv_heads);
-  w.AddFloat32("llama.rope.freq_base", o.rope_base);
-  w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-  w.AddUint32("llama.rope.dimension_count", o.d_model / o.n_heads);
+  const std::string& arch = o.architecture;
+  const int64_t hd = o.head_dim > 0 ? o.head_dim : o.d_model / o.n_heads;
+  const std::string k = arch + ".";
+  w.AddString("general.architecture", arch);
+  w.AddString("general.name", "tiny-test-" + arch);
+  w.AddUint32(k + "block_count", o.n_layers);
+  w.AddUint32(k + "context_length", o.context_length);
+  w.AddUint32(k + "embedding_length", o.d_model);
+  w.AddUint32(k + "feed_forward_length", o.ffn_dim);
+  w.AddUint32(k + "attention.head_count", o.n_heads);
+  w.AddUint32(k + "attention.head_count_kv", o.n_kv_heads);
+  w.AddFloat32(k + "rope.freq_base", o.rope_base);
+  w.AddFloat32(k + "attention.layer_norm_rms_epsilon", 1e-5f);
+  w.AddUint32(k + "rope.dimension_count", static_cast<uint32_t>(hd));
+  if (arch == "qwen3") {
+    w.AddUint32(k + "attention.key_length", static_cast<uint32_t>(hd));
+    w.AddUint32(k + "attention.value_length", static_cast<uint32_t>(hd));
+  }
 
   std::vector<std::string> tokens = {"<|endoftext|>", "<|im_start|>",
                                      "<|im_end|>"};
@@ -133,11 +172,13 @@ absl::Status WriteTinyModel(const TinyModelOptions& o,
                  const std::vector<float>& v, int64_t cols) -> absl::Status {
     const int64_t rows = static_cast<int64_t>(v.size()) / cols;
     std::vector<int64_t> dims = {cols};
-    if (rows > 1 || name.find("norm") == std::string::npos) dims.push_back(rows);
+    const bool vector = name.find("norm") != std::string::npos ||
+                        name.ends_with(".bias");
+    if (rows > 1 || !vector) dims.push_back(rows);
     return w.AddTensor(name, type, dims, Quantized(type, v, cols));
   };
   const int64_t d = o.d_model;
-  const int64_t hd = d / o.n_heads;
+  const int64_t q_dim = hd * o.n_heads;
   const int64_t kv = hd * o.n_kv_heads;
   const float s_in = 1.0f / std::sqrt(static_cast<float>(d));
   const float s_ffn = 1.0f / std::sqrt(static_cast<float>(o.ffn_dim));
@@ -165,8 +206,9 @@ absl::Status WriteTinyModel(const TinyModelOptions& o,
       float scale;
     };
     const Item items[] = {
-        {"attn_q.weight", d, d, s_in},         {"attn_k.weight", kv, d, s_in},
-        {"attn_v.weight", kv, d, s_in},        {"attn_output.weight", d, d, s_in},
+        {"attn_q.weight", q_dim, d, s_in},     {"attn_k.weight", kv, d, s_in},
+        {"attn_v.weight", kv, d, s_in},
+        {"attn_output.weight", d, q_dim, 1.0f / std::sqrt(float(q_dim))},
         {"ffn_gate.weight", o.ffn_dim, d, s_in}, {"ffn_up.weight", o.ffn_dim, d, s_in},
         {"ffn_down.weight", d, o.ffn_dim, s_ffn},
     };
@@ -185,20 +227,31 @@ absl::Status WriteTinyModel(const TinyModelOptions& o,
         !s.ok()) {
       return s;
     }
+    if (absl::Status s = AddFamilyTensors(o, p, hd, q_dim, kv, matrix, add);
+        !s.ok()) {
+      return s;
+    }
   }
   return w.WriteFile(path);
 }
 
-const std::string& TinyModelPath() {
-  static const std::string* path = [] {
-    char tmpl[] = "/tmp/kvsession-tiny-XXXXXX";
-    const char* dir = mkdtemp(tmpl);
-    KVS_CHECK(dir != nullptr);
-    auto* p = new std::string(std::string(dir) + "/tiny.gguf");
-    KVS_CHECK_OK(WriteTinyModel(TinyModelOptions(), *p));
-    return p;
-  }();
-  return *path;
+const std::string& TinyModelPath(const std::string& architecture) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* paths = new std::map<std::string, std::string>();
+  absl::MutexLock lock(&mu);
+  auto it = paths->find(architecture);
+  if (it != paths->end()) return it->second;
+  char tmpl[] = "/tmp/kvsession-tiny-XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  KVS_CHECK(dir != nullptr);
+  const std::string path =
+      std::string(dir) + "/tiny-" + architecture + ".gguf";
+  TinyModelOptions o;
+  o.architecture = architecture;
+  // Qwen3's head_dim is not d_model / heads.
+  if (architecture == "qwen3") o.head_dim = 32;
+  KVS_CHECK_OK(WriteTinyModel(o, path));
+  return paths->emplace(architecture, path).first->second;
 }
 
 }  // namespace kvsession::testing

@@ -1,4 +1,5 @@
-// A tiny random-weight Llama GGUF that tests write themselves: the real
+// A tiny random-weight GGUF of a registered family (llama, qwen2, qwen3)
+// that tests write themselves: the real
 // quantized code paths (Q4_1 matrices, Q8_0 tied embeddings), a byte-level
 // BPE vocab with ChatML control tokens and a ChatML template, in milliseconds.
 #ifndef KVSESSION_TESTS_RUNTIME_TINY_MODEL_H_
@@ -13,11 +14,14 @@
 namespace kvsession::testing {
 
 struct TinyModelOptions {
+  std::string architecture = "llama";  // qwen2 adds Q/K/V biases, qwen3
+                                       // q/k norms and key_length
   int32_t n_layers = 2;
   int32_t d_model = 64;
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
   int32_t ffn_dim = 128;
+  int32_t head_dim = 0;  // 0: d_model / n_heads (qwen3 writes key_length)
   int32_t context_length = 1024;
   float rope_base = 10000.0f;
   kernels::GgmlType matrix_type = kernels::GgmlType::kQ4_1;
@@ -30,9 +34,12 @@ struct TinyModelOptions {
 absl::Status WriteTinyModel(const TinyModelOptions& options,
                             const std::string& path);
 
-// Path of the default tiny model, written once per test process into a
-// temporary folder.
-const std::string& TinyModelPath();
+// Path of the default tiny model of `architecture`, written once per test
+// process into a temporary folder.
+const std::string& TinyModelPath(const std::string& architecture = "llama");
+
+// The families every exactness suite runs over.
+inline const std::string kTinyFamilies[] = {"llama", "qwen2", "qwen3"};
 
 // The vocab: ids 0..2 are <|endoftext|>, <|im_start|>, <|im_end|>; then the
 // 256 byte tokens; then merged tokens.

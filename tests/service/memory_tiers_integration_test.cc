@@ -10,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/tiny_model.h"
 #include "tests/service/test_server.h"
 
 namespace kvsession::testing {
@@ -26,20 +27,25 @@ struct Turn {
 };
 using Transcript = std::map<std::string, std::vector<Turn>>;
 
-int64_t BlockBytes() {
-  TestServer probe;
+int64_t BlockBytes(const std::string& model) {
+  TestServerOptions o;
+  o.model_path = model;
+  TestServer probe(o);
   v1::ServerInfo info;
   grpc::ClientContext ctx;
   EXPECT_TRUE(probe.stub().GetServerInfo(&ctx, {}, &info).ok());
   return info.kv_bytes_per_token() * kBlockSize;
 }
 
-TestServerOptions Tiered(int64_t device_blocks, int64_t host_blocks) {
-  static const int64_t block_bytes = BlockBytes();
+TestServerOptions TieredFor(const std::string& model, int64_t device_blocks,
+                            int64_t host_blocks) {
+  static auto* block_bytes = new std::map<std::string, int64_t>();
+  if (!block_bytes->count(model)) (*block_bytes)[model] = BlockBytes(model);
   TestServerOptions o;
+  o.model_path = model;
   o.engine.block_size = kBlockSize;
-  o.engine.kv_device_bytes = device_blocks * block_bytes;
-  o.engine.kv_host_bytes = host_blocks * block_bytes;
+  o.engine.kv_device_bytes = device_blocks * block_bytes->at(model);
+  o.engine.kv_host_bytes = host_blocks * block_bytes->at(model);
   return o;
 }
 
@@ -77,24 +83,42 @@ v1::SessionInfo Session(TestServer& server, const std::string& id) {
   return info;
 }
 
-class MemoryTiersTest : public ::testing::Test {
+// Every test runs on each family's tiny model: the tiers must give the same
+// tokens whatever the layer computes.
+class MemoryTiersTest : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    TestServer unlimited(Tiered(4096, 0));
-    reference_ = new Transcript(RunRounds(unlimited));
-    // Size of the largest session at the end, for the device capacity.
-    for (const auto& [id, turns] : *reference_) {
-      max_blocks_ = std::max<int64_t>(
-          max_blocks_,
-          (turns.back().summary.session_tokens() + kBlockSize - 1) /
-              kBlockSize);
+  struct Baseline {
+    Transcript reference;
+    int64_t max_blocks = 0;
+  };
+
+  void SetUp() override {
+    // One unlimited-memory run per family, shared by its tests.
+    static auto* baselines = new std::map<std::string, Baseline>();
+    model_ = TinyModelPath(GetParam());
+    if (!baselines->count(model_)) {
+      Baseline& b = (*baselines)[model_];
+      TestServer unlimited(TieredFor(model_, 4096, 0));
+      b.reference = RunRounds(unlimited);
+      // Size of the largest session at the end, for the device capacity.
+      for (const auto& [id, turns] : b.reference) {
+        b.max_blocks = std::max<int64_t>(
+            b.max_blocks,
+            (turns.back().summary.session_tokens() + kBlockSize - 1) /
+                kBlockSize);
+      }
     }
+    reference_ = &baselines->at(model_).reference;
+    max_blocks_ = baselines->at(model_).max_blocks;
   }
-  static void TearDownTestSuite() { delete reference_; }
+
+  TestServerOptions Tiered(int64_t device_blocks, int64_t host_blocks) const {
+    return TieredFor(model_, device_blocks, host_blocks);
+  }
 
   // Room for two sessions of the final size (a quarter of them) plus the
   // blocks a running turn adds.
-  static int64_t DeviceBlocks() { return 2 * max_blocks_ + 2; }
+  int64_t DeviceBlocks() const { return 2 * max_blocks_ + 2; }
 
   void ExpectSameAsReference(const Transcript& got) {
     for (const auto& [id, turns] : *reference_) {
@@ -108,14 +132,15 @@ class MemoryTiersTest : public ::testing::Test {
     }
   }
 
-  static Transcript* reference_;
-  static int64_t max_blocks_;
+  std::string model_;
+  const Transcript* reference_ = nullptr;
+  int64_t max_blocks_ = 0;
 };
 
-Transcript* MemoryTiersTest::reference_ = nullptr;
-int64_t MemoryTiersTest::max_blocks_ = 0;
+INSTANTIATE_TEST_SUITE_P(Families, MemoryTiersTest,
+                         ::testing::ValuesIn(kTinyFamilies));
 
-TEST_F(MemoryTiersTest, SwappedSessionsMatchUnlimitedMemory) {
+TEST_P(MemoryTiersTest, SwappedSessionsMatchUnlimitedMemory) {
   TestServer server(Tiered(DeviceBlocks(), 4096));
   const Transcript got = RunRounds(server);
   ExpectSameAsReference(got);
@@ -155,7 +180,7 @@ TEST_F(MemoryTiersTest, SwappedSessionsMatchUnlimitedMemory) {
   EXPECT_EQ(st.cached_tokens_host, host_tokens);
 }
 
-TEST_F(MemoryTiersTest, DroppedSessionsAreRecomputedExactly) {
+TEST_P(MemoryTiersTest, DroppedSessionsAreRecomputedExactly) {
   TestServer server(Tiered(DeviceBlocks(), 0));
   const Transcript got = RunRounds(server);
   ExpectSameAsReference(got);
@@ -190,7 +215,7 @@ TEST_F(MemoryTiersTest, DroppedSessionsAreRecomputedExactly) {
   EXPECT_EQ(st.store.swap_in_blocks, 0);
 }
 
-TEST_F(MemoryTiersTest, SmallHostTierSwapsSomeAndDropsTheRest) {
+TEST_P(MemoryTiersTest, SmallHostTierSwapsSomeAndDropsTheRest) {
   // The host holds about two sessions: the rest fall through to dropped.
   TestServer server(Tiered(DeviceBlocks(), 2 * max_blocks_));
   const Transcript got = RunRounds(server);
@@ -212,7 +237,7 @@ TEST_F(MemoryTiersTest, SmallHostTierSwapsSomeAndDropsTheRest) {
                 st.store.tier(Tier::kHost).sessions);
 }
 
-TEST_F(MemoryTiersTest, PinnedSessionStaysResident) {
+TEST_P(MemoryTiersTest, PinnedSessionStaysResident) {
   TestServer server(Tiered(DeviceBlocks(), 4096));
   Transcript got;
   for (int round = 0; round < kRounds; ++round) {
@@ -245,7 +270,7 @@ TEST_F(MemoryTiersTest, PinnedSessionStaysResident) {
   EXPECT_FALSE(Session(server, "s0").pinned());
 }
 
-TEST_F(MemoryTiersTest, SharedSystemPromptIsStoredOnce) {
+TEST_P(MemoryTiersTest, SharedSystemPromptIsStoredOnce) {
   constexpr int kShared = 50;
   const std::string system =
       "You are the support assistant of a small bakery. Answer briefly, "
@@ -305,7 +330,7 @@ TEST_F(MemoryTiersTest, SharedSystemPromptIsStoredOnce) {
     }
     return int64_t{-1};
   };
-  static const int64_t block_bytes = BlockBytes();
+  const int64_t block_bytes = BlockBytes(model_);
   // The prefix once, plus each session's own blocks.
   EXPECT_EQ(device_used(shared), (prefix_blocks + private_blocks) * block_bytes);
   EXPECT_EQ(device_used(unshared),

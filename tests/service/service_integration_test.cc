@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/runtime/tiny_model.h"
 #include "tests/service/test_server.h"
 
 namespace kvsession::testing {
@@ -30,7 +31,20 @@ class ServiceTest : public ::testing::Test {
   TestServer server_;
 };
 
-TEST_F(ServiceTest, FollowUpTurnsPrefillOnlyTheirNewTokens) {
+// The exactness properties, on each family's tiny model.
+class FamilyServiceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static TestServerOptions ForFamily(const std::string& family) {
+    TestServerOptions o;
+    o.model_path = TinyModelPath(family);
+    return o;
+  }
+  TestServer server_{ForFamily(GetParam())};
+};
+INSTANTIATE_TEST_SUITE_P(Families, FamilyServiceTest,
+                         ::testing::ValuesIn(kTinyFamilies));
+
+TEST_P(FamilyServiceTest, FollowUpTurnsPrefillOnlyTheirNewTokens) {
   auto& stub = server_.stub();
   int32_t history = 0;
   for (int turn = 1; turn <= 5; ++turn) {
@@ -60,7 +74,7 @@ TEST_F(ServiceTest, FollowUpTurnsPrefillOnlyTheirNewTokens) {
   }
 }
 
-TEST_F(ServiceTest, CachedContinuationEqualsRecomputation) {
+TEST_P(FamilyServiceTest, CachedContinuationEqualsRecomputation) {
   auto& stub = server_.stub();
   std::vector<int32_t> transcript;
   for (int turn = 1; turn <= 4; ++turn) {
@@ -81,7 +95,7 @@ TEST_F(ServiceTest, CachedContinuationEqualsRecomputation) {
   }
 }
 
-TEST_F(ServiceTest, FullHistoryReusesTheCommonPrefixAfterAnEdit) {
+TEST_P(FamilyServiceTest, FullHistoryReusesTheCommonPrefixAfterAnEdit) {
   auto& stub = server_.stub();
   auto full = [](const std::vector<std::pair<std::string, std::string>>& msgs) {
     v1::ChatRequest r;
@@ -128,7 +142,7 @@ TEST_F(ServiceTest, FullHistoryReusesTheCommonPrefixAfterAnEdit) {
   EXPECT_EQ(c.tokens, b.tokens);
 }
 
-TEST_F(ServiceTest, SixteenConcurrentSessionsMatchTheirSequentialRuns) {
+TEST_P(FamilyServiceTest, SixteenConcurrentSessionsMatchTheirSequentialRuns) {
   constexpr int kSessions = 16;
   constexpr int kTurns = 3;
   auto run = [&](const std::string& prefix, int i, v1::KvSession::Stub& stub) {
