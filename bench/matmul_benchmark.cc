@@ -1,13 +1,17 @@
 // MatMul throughput on the default model's shapes (SmolLM2-135M): Q4_1
 // projections and the Q8_0 output head, decode (1 token) and prefill (512).
 // items_per_second counts multiply-accumulates (rows * cols * tokens).
+// BM_MatMulSquare compares the quantized types on 2048 x 2048 weights, K-quants
+// also through the dequantize + f32 path they took before matmul_k.cc.
 //
 //   kvsession-matmul-benchmark --benchmark_filter=...
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/ggml_type.h"
 
@@ -77,6 +81,46 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   }
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
+
+// Args: type, n_tokens, threads, f32 (1: the dequantize + f32 dot path).
+void BM_MatMulSquare(benchmark::State& state) {
+  constexpr int64_t kN = 2048;
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const int64_t n_tokens = state.range(1);
+  const CpuExec exec{static_cast<int>(state.range(2))};
+  const bool via_f32 = state.range(3) != 0;
+  const Matrix m = MakeMatrix(type, kN, kN, 1);
+  const std::vector<float> x = Activations(n_tokens * kN, 2);
+  std::vector<float> out(static_cast<size_t>(n_tokens * kN));
+  for (auto _ : state) {
+    if (via_f32) {
+      matmul_internal::MatMulViaF32(m.view, x.data(), n_tokens, out.data(),
+                                    exec);
+    } else {
+      MatMul(m.view, x.data(), n_tokens, out.data(), exec);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * kN * kN * n_tokens);
+  state.SetLabel(std::string(TypeName(type)) + (via_f32 ? " f32" : ""));
+}
+
+void MatMulSquareArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"type", "tokens", "threads", "f32"});
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
+                     GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    const bool k =
+        t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+    for (int64_t tokens : {1, 64}) {
+      for (int64_t threads : {1, 2}) {
+        for (int64_t f32 = 0; f32 <= (k ? 1 : 0); ++f32) {
+          b->Args({static_cast<int64_t>(t), tokens, threads, f32});
+        }
+      }
+    }
+  }
+}
+BENCHMARK(BM_MatMulSquare)->Apply(MatMulSquareArgs)->UseRealTime();
 
 // One decode step's matmuls over all 30 layers plus the head, every layer
 // with its own weights (~96 MB) so they stream from memory as in a real

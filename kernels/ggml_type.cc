@@ -20,6 +20,7 @@ constexpr TypeTraits kTraits[] = {
     {GgmlType::kQ8_0, "Q8_0", 32, 34, true},
     {GgmlType::kQ8_1, "Q8_1", 32, 36, false},
     {GgmlType::kQ4_K, "Q4_K", 256, 144, true},
+    {GgmlType::kQ5_K, "Q5_K", 256, 176, true},
     {GgmlType::kQ6_K, "Q6_K", 256, 210, true},
     {GgmlType::kQ8_K, "Q8_K", 256, 292, false},
 };

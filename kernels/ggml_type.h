@@ -21,6 +21,7 @@ enum class GgmlType : uint32_t {
   kQ8_0 = 8,
   kQ8_1 = 9,
   kQ4_K = 12,
+  kQ5_K = 13,
   kQ6_K = 14,
   kQ8_K = 15,
   kBF16 = 30,

@@ -73,6 +73,13 @@ void DequantQ8(const Block* x, float* y, int64_t nb) {
   }
 }
 
+void DequantQ8K(const BlockQ8K* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQkK) {
+    for (int j = 0; j < kQkK; ++j)
+      y[j] = static_cast<float>(x[i].qs[j]) * x[i].d;
+  }
+}
+
 void DequantQ4K(const BlockQ4K* x, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = HalfToFloat(x[i].d);
@@ -92,6 +99,33 @@ void DequantQ4K(const BlockQ4K* x, float* y, int64_t nb) {
       }
       for (int l = 0; l < 32; ++l) {
         *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
+      }
+    }
+  }
+}
+
+void DequantQ5K(const BlockQ5K* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = HalfToFloat(x[i].d);
+    const float dmin = HalfToFloat(x[i].dmin);
+    const uint8_t* q = x[i].qs;
+    const uint8_t* qh = x[i].qh;
+    // As Q4_K, plus the fifth bits: chunk c reads bits 2c and 2c + 1 of qh.
+    for (int j = 0; j < 8; j += 2, q += 32) {
+      uint8_t sc, m;
+      Q4KScaleMin(x[i].scales, j, &sc, &m);
+      const float d1 = d * static_cast<float>(sc);
+      const float m1 = dmin * static_cast<float>(m);
+      Q4KScaleMin(x[i].scales, j + 1, &sc, &m);
+      const float d2 = d * static_cast<float>(sc);
+      const float m2 = dmin * static_cast<float>(m);
+      for (int l = 0; l < 32; ++l) {
+        const int h = ((qh[l] >> j) & 1) << 4;
+        *y++ = d1 * static_cast<float>((q[l] & 0x0F) | h) - m1;
+      }
+      for (int l = 0; l < 32; ++l) {
+        const int h = ((qh[l] >> (j + 1)) & 1) << 4;
+        *y++ = d2 * static_cast<float>((q[l] >> 4) | h) - m2;
       }
     }
   }
@@ -153,8 +187,12 @@ void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
       return DequantQ8(static_cast<const BlockQ8_0*>(src), dst, nb);
     case GgmlType::kQ8_1:
       return DequantQ8(static_cast<const BlockQ8_1*>(src), dst, nb);
+    case GgmlType::kQ8_K:
+      return DequantQ8K(static_cast<const BlockQ8K*>(src), dst, nb);
     case GgmlType::kQ4_K:
       return DequantQ4K(static_cast<const BlockQ4K*>(src), dst, nb);
+    case GgmlType::kQ5_K:
+      return DequantQ5K(static_cast<const BlockQ5K*>(src), dst, nb);
     case GgmlType::kQ6_K:
       return DequantQ6K(static_cast<const BlockQ6K*>(src), dst, nb);
     default:

@@ -1,4 +1,4 @@
-// y = W x for quantized and float weights.
+// y = W x for quantized and float weights (K-quants: matmul_k.cc).
 //
 // Bitwise batch invariance by construction: every output (row r, token t) has
 // its own 8-lane accumulator and sees the same operation sequence whatever
@@ -24,11 +24,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
 #include "kernels/check.h"
+#include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/qdot.h"
 #include "kernels/cpu/quant_blocks.h"
@@ -38,45 +38,24 @@
 namespace kvsession::kernels {
 namespace {
 
+using matmul_internal::Align64;
+using matmul_internal::Range;
+using matmul_internal::Scratch;
+
 constexpr int kMr = 4;                // rows per register tile
 constexpr int kNr = 3;                // tokens per register tile
 constexpr int kPanelRows = 16;        // rows unpacked together
 constexpr int kFloatPanelRows = 4;    // rows dequantized together (f32 path)
 constexpr int64_t kChunkTokens = 64;  // tokens per min-term buffer fill
-constexpr int64_t kMinTokensPerThread = 16;  // below: split rows, not tokens
-
-// Grows on demand, never shrinks; one per thread so tasks never share.
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { std::free(data_); }
-
-  void* Get(size_t bytes) {
-    if (bytes > capacity_) {
-      std::free(data_);
-      capacity_ = (bytes + 4095) & ~size_t{4095};
-      data_ = std::aligned_alloc(64, capacity_);
-      KVS_CHECK(data_ != nullptr) << "out of memory (" << capacity_ << ")";
-    }
-    return data_;
-  }
-
- private:
-  void* data_ = nullptr;
-  size_t capacity_ = 0;
-};
 
 thread_local Scratch tls_acts;
 thread_local Scratch tls_panel;
-
-size_t Align64(size_t n) { return (n + 63) & ~size_t{63}; }
 
 // How the weight type meets the activations.
 enum class Kind {
   kAffine,  // Q4_1, Q5_1: unsigned q in [0, 32), d and min; Q8_1 activations
   kSigned,  // Q4_0, Q5_0, Q8_0: signed q, d; Q8_0 activations
+  kKQuant,  // Q4_K, Q5_K, Q6_K: Q8_K activations (matmul_k.cc)
   kFloat,   // everything else: dequantize and dot in f32
 };
 
@@ -90,7 +69,7 @@ Kind KindOf(GgmlType type) {
     case GgmlType::kQ8_0:
       return Kind::kSigned;
     default:
-      return Kind::kFloat;
+      return matmul_internal::IsKQuant(type) ? Kind::kKQuant : Kind::kFloat;
   }
 }
 
@@ -228,11 +207,6 @@ Acts QuantizeActs(const float* x, int64_t n_tokens, int64_t cols,
   }
   return a;
 }
-
-// The block of outputs one thread owns: rows [r0, r1) x tokens [t0, t1).
-struct Range {
-  int64_t r0, r1, t0, t1;
-};
 
 // Decodes one weight row into the panel: q[b][32], and the row's scales and
 // mins into block-major arrays, d[b * kPanelRows], m[b * kPanelRows].
@@ -441,24 +415,9 @@ void RunFloat(const WeightView& w, const float* x, const Range& range,
   }
 }
 
-// Thread k's outputs. Many tokens: split tokens, so each thread quantizes
-// only its own. Few tokens: split row panels and let every thread quantize
-// the (few) tokens privately. Either way threads never wait on each other
-// inside the call, and no split touches a reduction.
-Range ThreadRange(const WeightView& w, int64_t n_tokens, int64_t panel_rows,
-                  int k, int n) {
-  if (n_tokens >= kMinTokensPerThread * n) {
-    return {0, w.rows, n_tokens * k / n, n_tokens * (k + 1) / n};
-  }
-  const int64_t panels = (w.rows + panel_rows - 1) / panel_rows;
-  return {std::min(w.rows, panels * k / n * panel_rows),
-          std::min(w.rows, panels * (k + 1) / n * panel_rows), 0, n_tokens};
-}
-
-}  // namespace
-
-void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
-            const CpuExec& exec) {
+// MatMul through the path of `kind` (KindOf(w.type) but for MatMulViaF32).
+void MatMulAs(const WeightView& w, const float* x, int64_t n_tokens, float* out,
+              const CpuExec& exec, Kind kind) {
   if (n_tokens <= 0 || w.rows <= 0) return;
   const TypeTraits& traits = Traits(w.type);
   KVS_CHECK(w.cols > 0 && w.cols % traits.block_elems == 0)
@@ -466,21 +425,36 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
   KVS_CHECK(static_cast<int64_t>(w.row_bytes) >=
             w.cols / traits.block_elems * traits.block_bytes)
       << "row_bytes " << w.row_bytes;
-  const Kind kind = KindOf(w.type);
-  const int64_t panel_rows =
-      kind == Kind::kFloat ? kFloatPanelRows : kPanelRows;
+  int64_t panel_rows = kPanelRows;
+  if (kind == Kind::kFloat) panel_rows = kFloatPanelRows;
+  if (kind == Kind::kKQuant) panel_rows = matmul_internal::kKPanelRows;
 #pragma omp parallel num_threads(std::max(1, exec.n_threads))
   {
-    const Range range = ThreadRange(
+    const Range range = matmul_internal::ThreadRange(
         w, n_tokens, panel_rows, omp_get_thread_num(), omp_get_num_threads());
     if (range.r0 < range.r1 && range.t0 < range.t1) {
       if (kind == Kind::kFloat) {
         RunFloat(w, x, range, out);
+      } else if (kind == Kind::kKQuant) {
+        matmul_internal::RunKQuant(w, x, range, out);
       } else {
         RunQuantized(w, x, kind, range, out);
       }
     }
   }
+}
+
+}  // namespace
+
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
+            const CpuExec& exec) {
+  MatMulAs(w, x, n_tokens, out, exec, KindOf(w.type));
+}
+
+void matmul_internal::MatMulViaF32(const WeightView& w, const float* x,
+                                   int64_t n_tokens, float* out,
+                                   const CpuExec& exec) {
+  MatMulAs(w, x, n_tokens, out, exec, Kind::kFloat);
 }
 
 }  // namespace kvsession::kernels

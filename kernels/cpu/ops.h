@@ -19,15 +19,18 @@ namespace kvsession::kernels {
 // to f32.
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
-// quantize.cc: f32 to F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
-// (ggml's reference rounding). Used for activations and to write test models.
+// quantize.cc: f32 to F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1,
+// Q8_K (ggml's reference rounding) and Q4_K, Q5_K, Q6_K (a routine of our
+// own: every element within half a step). Used for activations and to write
+// test models.
 bool CanQuantize(GgmlType type);
 void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
 
 // matmul.cc: out[t * w.rows + r] = dot(row r of w, x + t * w.cols) for
 // t < n_tokens. Quantized weights meet activations quantized per token with
 // the same routine in prefill and decode (Q8_1 for Q4_1/Q5_1, Q8_0 for
-// Q4_0/Q5_0/Q8_0); other types are dequantized and dotted in f32.
+// Q4_0/Q5_0/Q8_0, Q8_K for Q4_K/Q5_K/Q6_K in matmul_k.cc); other types are
+// dequantized and dotted in f32.
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* out,
             const CpuExec& exec);
 

@@ -48,11 +48,25 @@ struct BlockQ4K {
   uint8_t scales[12];
   uint8_t qs[kQkK / 2];
 };
+struct BlockQ5K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];    // packed like Q4_K's
+  uint8_t qh[kQkK / 8];  // bit 2c (2c + 1) of qh[l]: fifth bit of element
+                         // 64c + l (64c + 32 + l)
+  uint8_t qs[kQkK / 2];
+};
 struct BlockQ6K {
   uint8_t ql[kQkK / 2];  // low 4 bits
   uint8_t qh[kQkK / 4];  // high 2 bits
   int8_t scales[kQkK / 16];
   uint16_t d;
+};
+// The activations K-quant weights meet in MatMul (ggml's block_q8_K).
+struct BlockQ8K {
+  float d;
+  int8_t qs[kQkK];
+  int16_t bsums[kQkK / 16];  // sum of each 16 consecutive qs
 };
 
 static_assert(sizeof(BlockQ4_0) == 18);
@@ -62,10 +76,12 @@ static_assert(sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ8_0) == 34);
 static_assert(sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ4K) == 144);
+static_assert(sizeof(BlockQ5K) == 176);
 static_assert(sizeof(BlockQ6K) == 210);
+static_assert(sizeof(BlockQ8K) == 292);
 
-// Sub-block j (0..7) scale and min of a Q4_K super-block: 6 bits each, packed
-// in 12 bytes the way ggml packs them.
+// Sub-block j (0..7) scale and min of a Q4_K (or Q5_K) super-block: 6 bits
+// each, packed in 12 bytes the way ggml packs them.
 inline void Q4KScaleMin(const uint8_t* s, int j, uint8_t* sc, uint8_t* m) {
   if (j < 4) {
     *sc = s[j] & 63;
@@ -73,6 +89,19 @@ inline void Q4KScaleMin(const uint8_t* s, int j, uint8_t* sc, uint8_t* m) {
   } else {
     *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
     *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Inverse of Q4KScaleMin: stores 6-bit sc and m of sub-block j (bytes start
+// zeroed).
+inline void Q4KPackScaleMin(uint8_t* s, int j, uint8_t sc, uint8_t m) {
+  if (j < 4) {
+    s[j] |= sc & 63;
+    s[j + 4] |= m & 63;
+  } else {
+    s[j + 4] = static_cast<uint8_t>((sc & 0x0F) | ((m & 0x0F) << 4));
+    s[j - 4] |= static_cast<uint8_t>((sc >> 4) << 6);
+    s[j] |= static_cast<uint8_t>((m >> 4) << 6);
   }
 }
 
@@ -88,6 +117,12 @@ enum class Q8Rounding { kReference, kActivation };
 // may be null for Q8_0). quantize.cc.
 void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
                      uint16_t* s_bits, Q8Rounding rounding);
+
+// Quantizes 256 elements to Q8_K as ggml's quantize_row_q8_K_ref does (the
+// routine llama.cpp also uses for activations at run time): d = max / -128
+// with max the element of largest magnitude, q = round half to even of x / d
+// (at most 127). quantize.cc; QuantizeRow and MatMul share it.
+void QuantizeBlockQ8K(const float* x, BlockQ8K* y);
 
 }  // namespace kvsession::kernels
 

@@ -1,5 +1,7 @@
 // f32 to the GGUF types, bit-exact with ggml's *_ref quantizers (model files
-// written by tests, activations that meet quantized weights in MatMul).
+// written by tests, activations that meet quantized weights in MatMul). The
+// K-quant weight types (Q4_K, Q5_K, Q6_K) use a simpler routine of our own:
+// no scale search, but every element within half a step of its value.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -82,7 +84,150 @@ void QuantizeAffine(const float* x, Block* y, int64_t nb) {
   }
 }
 
+// f16 bits of the smallest f16 h with h * n >= v (v >= 0): a super-block
+// scale that covers every sub-block scale once those round up.
+uint16_t HalfCovering(float v, float n) {
+  uint16_t h = FloatToHalf(v / n);
+  while (HalfToFloat(h) * n < v) ++h;  // positive halves: next value up
+  return h;
+}
+
+// ceil(v / d) in [0, max] (0 where d is 0).
+int CeilRatio(float v, float d, int max) {
+  if (!(d > 0.0f)) return 0;
+  return std::clamp(static_cast<int>(std::ceil(v / d)), 0, max);
+}
+
+// q4_K / q5_K: x ~ (d * sc_j) * q - dmin * m_j per 32-element sub-block j.
+// Mins round up (the offset covers the sub-block's minimum), then scales
+// round up (the 2^b - 1 steps cover its maximum), so rounding q to nearest
+// never needs a clamp.
+template <int kBits, typename Block>
+void QuantizeKAffine(const float* x, Block* y, int64_t nb) {
+  constexpr int kMaxQ = (1 << kBits) - 1;
+  for (int64_t i = 0; i < nb; ++i, x += kQkK) {
+    float lo[8], hi[8], need_min[8], need_scale[8];
+    float max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      lo[j] = *std::min_element(x + 32 * j, x + 32 * j + 32);
+      hi[j] = *std::max_element(x + 32 * j, x + 32 * j + 32);
+      need_min[j] = std::max(0.0f, -lo[j]);  // the format's offset is <= 0
+      max_min = std::max(max_min, need_min[j]);
+    }
+    const uint16_t dmin_h = HalfCovering(max_min, 63.0f);
+    const float dmin = HalfToFloat(dmin_h);
+    uint8_t m[8], sc[8];
+    float max_scale = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      m[j] = static_cast<uint8_t>(CeilRatio(need_min[j], dmin, 63));
+      need_scale[j] = (hi[j] + dmin * static_cast<float>(m[j])) / kMaxQ;
+      max_scale = std::max(max_scale, need_scale[j]);
+    }
+    const uint16_t d_h = HalfCovering(max_scale, 63.0f);
+    const float d = HalfToFloat(d_h);
+    Block& b = y[i];
+    std::memset(&b, 0, sizeof b);
+    b.d = d_h;
+    b.dmin = dmin_h;
+    for (int j = 0; j < 8; ++j) {
+      sc[j] = static_cast<uint8_t>(CeilRatio(need_scale[j], d, 63));
+      Q4KPackScaleMin(b.scales, j, sc[j], m[j]);
+    }
+    // Chunk c of 32 qs bytes: sub-block 2c in the low nibbles, 2c + 1 in
+    // the high ones; Q5_K's fifth bits go to bit j of qh[l].
+    for (int j = 0; j < 8; ++j) {
+      const float dj = d * static_cast<float>(sc[j]);  // as the decoder does
+      const float mj = dmin * static_cast<float>(m[j]);
+      for (int l = 0; l < 32; ++l) {
+        int q = 0;
+        if (dj > 0.0f) {
+          q = std::clamp(
+              static_cast<int>(std::nearbyint((x[32 * j + l] + mj) / dj)), 0,
+              kMaxQ);
+        }
+        b.qs[32 * (j / 2) + l] |=
+            static_cast<uint8_t>((q & 0x0F) << (4 * (j % 2)));
+        if constexpr (kBits == 5) {
+          b.qh[l] |= static_cast<uint8_t>((q >> 4) << j);
+        }
+      }
+    }
+  }
+}
+
+// q6_K: x ~ (d * sc_g) * q, q in [-32, 31], per 16-element group g. The
+// element of largest magnitude maps to -32 and the int8 scales round away
+// from zero, so |x / step| <= 32 and only +32 ever clamps (to 31).
+void QuantizeQ6K(const float* x, BlockQ6K* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQkK) {
+    float scale[16];
+    float max_scale = 0.0f;
+    for (int g = 0; g < 16; ++g) {
+      float amax = 0.0f, max = 0.0f;
+      for (int k = 16 * g; k < 16 * g + 16; ++k) {
+        if (std::fabs(x[k]) > amax) {
+          amax = std::fabs(x[k]);
+          max = x[k];
+        }
+      }
+      scale[g] = max / -32.0f;
+      max_scale = std::max(max_scale, amax / 32.0f);
+    }
+    const uint16_t d_h = HalfCovering(max_scale, 127.0f);
+    const float d = HalfToFloat(d_h);
+    BlockQ6K& b = y[i];
+    std::memset(&b, 0, sizeof b);
+    b.d = d_h;
+    for (int g = 0; g < 16; ++g) {
+      const int mag = CeilRatio(std::fabs(scale[g]), d, 127);
+      b.scales[g] = static_cast<int8_t>(scale[g] < 0.0f ? -mag : mag);
+    }
+    // Element e = 128h + 32k + l: low 4 bits in ql[64h + 32 (k % 2) + l]
+    // (high nibble for k >= 2), top 2 bits at 2k of qh[32h + l]; its group
+    // e / 16 is also its scale index.
+    for (int e = 0; e < kQkK; ++e) {
+      const float step = d * static_cast<float>(b.scales[e / 16]);
+      int q = 0;
+      if (step != 0.0f) {
+        q = std::clamp(static_cast<int>(std::nearbyint(x[e] / step)), -32, 31);
+      }
+      const int u = q + 32;
+      const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+      b.ql[64 * h + 32 * (k % 2) + l] |=
+          static_cast<uint8_t>((u & 0x0F) << (k >= 2 ? 4 : 0));
+      b.qh[32 * h + l] |= static_cast<uint8_t>((u >> 4) << (2 * k));
+    }
+  }
+}
+
 }  // namespace
+
+void QuantizeBlockQ8K(const float* x, BlockQ8K* y) {
+  float amax = 0.0f;
+  float max = 0.0f;
+  for (int j = 0; j < kQkK; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  if (amax == 0.0f) {
+    std::memset(y, 0, sizeof *y);
+    return;
+  }
+  const float iscale = -128.0f / max;
+  for (int j = 0; j < kQkK; ++j) {
+    // nearbyint rounds half to even, as ggml's nearest_int.
+    const int v = static_cast<int>(std::nearbyint(iscale * x[j]));
+    y->qs[j] = static_cast<int8_t>(std::min(127, v));
+  }
+  for (int g = 0; g < kQkK / 16; ++g) {
+    int sum = 0;
+    for (int k = 16 * g; k < 16 * g + 16; ++k) sum += y->qs[k];
+    y->bsums[g] = static_cast<int16_t>(sum);
+  }
+  y->d = 1.0f / iscale;
+}
 
 void QuantizeBlockQ8(const float* x, int8_t* qs, uint16_t* d_bits,
                      uint16_t* s_bits, Q8Rounding rounding) {
@@ -166,6 +311,10 @@ bool CanQuantize(GgmlType type) {
     case GgmlType::kQ5_1:
     case GgmlType::kQ8_0:
     case GgmlType::kQ8_1:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+    case GgmlType::kQ8_K:
       return true;
     default:
       return false;
@@ -215,6 +364,20 @@ void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n) {
         QuantizeBlockQ8(src + i * kQk, y[i].qs, &y[i].d, &y[i].s,
                         Q8Rounding::kReference);
       }
+      return;
+    }
+    case GgmlType::kQ4_K:
+      QuantizeKAffine<4>(src, static_cast<BlockQ4K*>(dst), nb);
+      return;
+    case GgmlType::kQ5_K:
+      QuantizeKAffine<5>(src, static_cast<BlockQ5K*>(dst), nb);
+      return;
+    case GgmlType::kQ6_K:
+      QuantizeQ6K(src, static_cast<BlockQ6K*>(dst), nb);
+      return;
+    case GgmlType::kQ8_K: {
+      auto* y = static_cast<BlockQ8K*>(dst);
+      for (int64_t i = 0; i < nb; ++i) QuantizeBlockQ8K(src + i * kQkK, y + i);
       return;
     }
     default:

@@ -142,6 +142,30 @@ __device__ __forceinline__ void Decode(const uint8_t* __restrict__ src,
       const int qv = high ? (q[k] >> 4) : (q[k] & 0x0F);
       v[k] = __fsub_rn(__fmul_rn(d1, IntToF32(qv)), m1);
     }
+  } else if constexpr (kFrom == GgmlType::kQ5_K) {
+    const uint8_t* b = src + (e0 / kQkK) * sizeof(BlockQ5K);
+    const int e = static_cast<int>(e0 % kQkK);
+    const float d = LoadF16(b);
+    const float dmin = LoadF16(b + 2);
+    const uint8_t* scales = b + 4;
+    // Q4_K's layout plus qh[32]: bit j of qh[l] is the fifth bit of
+    // sub-block j's element l.
+    const int c = e / 64;
+    const int l0 = e % 64;
+    const bool high = l0 >= 32;
+    const int sub = 2 * c + (high ? 1 : 0);
+    int sc, mn;
+    Q4KScaleMinDevice(scales, sub, &sc, &mn);
+    const float d1 = __fmul_rn(d, IntToF32(sc));
+    const float m1 = __fmul_rn(dmin, IntToF32(mn));
+    const uint8_t* qh = b + 16 + (l0 % 32);
+    const uint8_t* q = b + 48 + c * 32 + (l0 % 32);
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) {
+      const int lo = high ? (q[k] >> 4) : (q[k] & 0x0F);
+      const int qv = lo | (((qh[k] >> sub) & 1) << 4);
+      v[k] = __fsub_rn(__fmul_rn(d1, IntToF32(qv)), m1);
+    }
   } else if constexpr (kFrom == GgmlType::kQ6_K) {
     const uint8_t* b = src + (e0 / kQkK) * sizeof(BlockQ6K);
     const int e = static_cast<int>(e0 % kQkK);
@@ -232,6 +256,7 @@ bool CanDequantize(GgmlType from) {
     case GgmlType::kQ8_0:
     case GgmlType::kQ8_1:
     case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
     case GgmlType::kQ6_K:
       return true;
     default:
@@ -269,6 +294,8 @@ void LaunchDequantize(GgmlType from, const void* src, int64_t n, GgmlType to,
       return Launch<GgmlType::kQ8_1>(src, n, bf16, dst, stream);
     case GgmlType::kQ4_K:
       return Launch<GgmlType::kQ4_K>(src, n, bf16, dst, stream);
+    case GgmlType::kQ5_K:
+      return Launch<GgmlType::kQ5_K>(src, n, bf16, dst, stream);
     case GgmlType::kQ6_K:
       return Launch<GgmlType::kQ6_K>(src, n, bf16, dst, stream);
     default:

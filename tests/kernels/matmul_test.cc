@@ -46,8 +46,8 @@ std::vector<float> RunMatMul(const WeightView& w, const float* x,
 
 const GgmlType kAllTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,
                               GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
-                              GgmlType::kQ6_K, GgmlType::kF32,  GgmlType::kF16,
-                              GgmlType::kBF16};
+                              GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kF32,
+                              GgmlType::kF16,  GgmlType::kBF16};
 
 class MatMulTest
     : public ::testing::TestWithParam<std::tuple<GgmlType, Shape, int>> {};

@@ -19,6 +19,24 @@ uint32_t Get32(const uint8_t* p) {
   return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) |
          (uint32_t(p[3]) << 24);
 }
+float GetF32(const uint8_t* p) {
+  const uint32_t u = Get32(p);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// 6-bit scale and min of sub-block `sub` from the 12 packed bytes of
+// Q4_K/Q5_K.
+void KScaleMin(const uint8_t* sc, int sub, int* scale, int* min) {
+  if (sub < 4) {
+    *scale = sc[sub] & 63;
+    *min = sc[sub + 4] & 63;
+  } else {
+    *scale = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 6) << 4);
+    *min = (sc[sub + 4] >> 4) | ((sc[sub] >> 6) << 4);
+  }
+}
 
 // Decodes element i of a block starting at b.
 float BlockElement(GgmlType type, const uint8_t* b, int i) {
@@ -48,20 +66,25 @@ float BlockElement(GgmlType type, const uint8_t* b, int i) {
       return float(int8_t(b[4 + i])) * HalfToFloat(Get16(b));
     case GgmlType::kQ4_K: {    // d | dmin | scales[12] | qs[128]
       const int sub = i / 32;  // 8 sub-blocks of 32
-      const uint8_t* sc = b + 4;
       int scale, min;
-      if (sub < 4) {
-        scale = sc[sub] & 63;
-        min = sc[sub + 4] & 63;
-      } else {
-        scale = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 6) << 4);
-        min = (sc[sub + 4] >> 4) | ((sc[sub] >> 6) << 4);
-      }
+      KScaleMin(b + 4, sub, &scale, &min);
       const uint8_t byte = b[16 + (i / 64) * 32 + i % 32];
       const int q = sub % 2 == 0 ? (byte & 15) : (byte >> 4);
       return HalfToFloat(Get16(b)) * float(scale) * float(q) -
              HalfToFloat(Get16(b + 2)) * float(min);
     }
+    case GgmlType::kQ5_K: {  // d | dmin | scales[12] | qh[32] | qs[128]
+      const int sub = i / 32;
+      int scale, min;
+      KScaleMin(b + 4, sub, &scale, &min);
+      const uint8_t byte = b[48 + (i / 64) * 32 + i % 32];
+      const int lo = sub % 2 == 0 ? (byte & 15) : (byte >> 4);
+      const int hi = (b[16 + i % 32] >> sub) & 1;  // bit `sub` of qh[i % 32]
+      return HalfToFloat(Get16(b)) * float(scale) * float(lo | (hi << 4)) -
+             HalfToFloat(Get16(b + 2)) * float(min);
+    }
+    case GgmlType::kQ8_K:  // f32 d | qs[256] | bsums[16]
+      return float(int8_t(b[4 + i])) * GetF32(b);
     case GgmlType::kQ6_K: {  // ql[128] | qh[64] | scales[16] | d
       const int half = i / 128, w = i % 128, g = w / 32, l = w % 32;
       const uint8_t lo_byte = b[half * 64 + l + (g % 2) * 32];
@@ -165,6 +188,32 @@ std::vector<float> Dequantize(GgmlType type, const void* row, int64_t n) {
 std::vector<uint8_t> Quantize(GgmlType type, const float* x, int64_t n) {
   std::vector<uint8_t> out(RowBytes(type, n), 0);
   uint8_t* y = out.data();
+  if (type == GgmlType::kQ8_K) {  // quantize_row_q8_K_ref
+    for (int64_t blk = 0; blk < n / 256; ++blk, x += 256, y += 292) {
+      float amax = 0, vmax = 0;
+      for (int j = 0; j < 256; ++j) {
+        if (std::fabs(x[j]) > amax) {
+          amax = std::fabs(x[j]);
+          vmax = x[j];
+        }
+      }
+      if (amax == 0) continue;  // d, qs and bsums stay 0
+      const float iscale = -128.0f / vmax;
+      int q[256];
+      for (int j = 0; j < 256; ++j) {
+        q[j] = std::min(127, int(std::nearbyint(iscale * x[j])));
+        y[4 + j] = uint8_t(int8_t(q[j]));
+      }
+      for (int g = 0; g < 16; ++g) {
+        int sum = 0;
+        for (int k = 0; k < 16; ++k) sum += q[16 * g + k];
+        Put16(y + 260 + 2 * g, uint16_t(int16_t(sum)));
+      }
+      const float d = 1.0f / iscale;
+      std::memcpy(y, &d, 4);
+    }
+    return out;
+  }
   if (type == GgmlType::kF32) {
     std::memcpy(y, x, size_t(n) * 4);
     return out;
@@ -262,6 +311,12 @@ std::vector<float> ActivationsSeen(GgmlType weight_type, const float* x,
     case GgmlType::kQ8_0:
       act = GgmlType::kQ8_0;
       break;
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K: {
+      const std::vector<uint8_t> q = Quantize(GgmlType::kQ8_K, x, n);
+      return Dequantize(GgmlType::kQ8_K, q.data(), n);
+    }
     default:
       return std::vector<float>(x, x + n);
   }
@@ -340,6 +395,7 @@ std::vector<uint8_t> RandomWeights(GgmlType type, int64_t rows, int64_t cols,
         Put16(b, FloatToHalf(scale(rng)));
         break;
       case GgmlType::kQ4_K:
+      case GgmlType::kQ5_K:
         Put16(b, FloatToHalf(scale(rng) / 16));
         Put16(b + 2, FloatToHalf(scale(rng) / 16));
         break;

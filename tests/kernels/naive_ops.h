@@ -32,7 +32,7 @@ std::vector<float> Dequantize(GgmlType type, const void* row, int64_t n);
 inline constexpr GgmlType kWeightTypes[] = {
     GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ4_0,
     GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
-    GgmlType::kQ4_K, GgmlType::kQ6_K};
+    GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
 
 // Test-name generator for suites parameterized by a GgmlType.
 struct TypeParamName {
@@ -42,7 +42,8 @@ struct TypeParamName {
   }
 };
 
-// ggml's reference quantizers (quantize_row_*_ref).
+// ggml's reference quantizers (quantize_row_*_ref) of the 32-element types
+// and of Q8_K.
 std::vector<uint8_t> Quantize(GgmlType type, const float* x, int64_t n);
 
 // Q8_0/Q8_1 the way llama.cpp's x86 kernels quantize activations:
@@ -51,8 +52,9 @@ std::vector<uint8_t> QuantizeActivations(GgmlType type, const float* x,
                                          int64_t n);
 
 // The activations a MatMul with `weight_type` effectively multiplies: x
-// quantized to Q8_1 (Q4_1/Q5_1 weights) or Q8_0 (Q4_0/Q5_0/Q8_0 weights) and
-// decoded again; x itself for the other types.
+// quantized to Q8_1 (Q4_1/Q5_1 weights), Q8_0 (Q4_0/Q5_0/Q8_0 weights) or
+// Q8_K (Q4_K/Q5_K/Q6_K weights) and decoded again; x itself for the other
+// types.
 std::vector<float> ActivationsSeen(GgmlType weight_type, const float* x,
                                    int64_t n);
 

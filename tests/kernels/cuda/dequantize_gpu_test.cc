@@ -32,7 +32,7 @@ using ::kvsession::testing::ToHost;
 constexpr GgmlType kTypes[] = {
     GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ4_0,
     GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
-    GgmlType::kQ8_1, GgmlType::kQ4_K, GgmlType::kQ6_K};
+    GgmlType::kQ8_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
 
 bool IsFloatType(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
@@ -54,6 +54,7 @@ std::vector<int> ScaleOffsets(GgmlType type) {
     case GgmlType::kQ5_1:
     case GgmlType::kQ8_1:  // d and s (s is not used to decode)
     case GgmlType::kQ4_K:  // d and dmin
+    case GgmlType::kQ5_K:
       return {0, 2};
     case GgmlType::kQ6_K:
       return {208};
@@ -85,7 +86,7 @@ std::vector<uint8_t> MakeData(GgmlType type, int64_t n, Data data,
       std::vector<float> f(static_cast<size_t>(n));
       for (float& x : f) x = u(rng);
       QuantizeRow(type, f.data(), bytes.data(), n);
-    } else {  // Q4_K, Q6_K: the test library's sane random blocks
+    } else {  // the test library's sane random blocks
       bytes = naive::RandomWeights(type, 1, n, rng);
     }
     return bytes;
