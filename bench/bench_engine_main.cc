@@ -36,8 +36,6 @@ int Run() {
     }
     thread_counts.push_back(n);
   }
-  std::printf("%-8s %-10s %-10s %14s %14s\n", "threads", "prompt", "generate",
-              "prefill tok/s", "decode tok/s");
   for (int threads : thread_counts) {
     runtime::ModelBundle::Options load;
     load.path = absl::GetFlag(FLAGS_model);
@@ -49,6 +47,14 @@ int Run() {
       return 1;
     }
     runtime::ModelBundle& b = **bundle;
+    if (threads == thread_counts[0]) {
+      const runtime::ModelConfig& c = b.model->config();
+      std::printf("# %s (%s): %d layers, d_model %d, %.1f MB of weights\n",
+                  c.name.c_str(), c.architecture.c_str(), c.n_layers,
+                  c.d_model, b.model->weight_bytes() / 1e6);
+      std::printf("%-8s %-10s %-10s %14s %14s\n", "threads", "prompt",
+                  "generate", "prefill tok/s", "decode tok/s");
+    }
     // Random token ids, like llama-bench: speed does not depend on content.
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> dist(

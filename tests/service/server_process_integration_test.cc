@@ -39,9 +39,11 @@ int FreePort() {
 
 class ServerProcess {
  public:
-  explicit ServerProcess(int grace_s, int metrics_port = 0)
+  explicit ServerProcess(int grace_s, int metrics_port = 0,
+                         const std::string& model_path = "")
       : port_(FreePort()) {
-    const std::string model = "--model=" + TinyModelPath();
+    const std::string model =
+        "--model=" + (model_path.empty() ? TinyModelPath() : model_path);
     const std::string port = "--port=" + std::to_string(port_);
     const std::string grace = "--shutdown_grace_s=" + std::to_string(grace_s);
     const std::string metrics = "--metrics_port=" + std::to_string(metrics_port);
@@ -154,6 +156,38 @@ TEST(ServerProcessTest, AnswersGrpcHealthChecks) {
   ServerProcess server(5);
   ASSERT_TRUE(server.WaitReady());
   EXPECT_EQ(HealthCheck(server.port()), std::string("\x08\x01", 2));
+}
+
+// The Qwen models of tests/data (K-quant and Q8_0 matrices, real
+// vocabularies) served by the binary: multi-turn chat with full reuse.
+class FamilyServerProcessTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Families, FamilyServerProcessTest,
+                         ::testing::Values("qwen2", "qwen3"));
+
+TEST_P(FamilyServerProcessTest, ChatsMultiTurnWithFullReuse) {
+  ServerProcess server(5, 0,
+                       std::string(KVSESSION_TEST_DATA_DIR) + "/" + GetParam() +
+                           "-tiny.gguf");
+  ASSERT_TRUE(server.WaitReady());
+  {
+    grpc::ClientContext ctx;
+    v1::ServerInfo info;
+    ASSERT_TRUE(server.stub().GetServerInfo(&ctx, {}, &info).ok());
+    EXPECT_THAT(info.model_path(), HasSubstr(GetParam()));
+  }
+  int32_t held = 0;
+  for (int turn = 0; turn < 3; ++turn) {
+    v1::ChatRequest r =
+        UserTurn("multi", "tell me more, part " + std::to_string(turn), 12);
+    TurnOutput o = RunChat(server.stub(), r);
+    ASSERT_TRUE(o.status.ok()) << o.status.error_message();
+    EXPECT_FALSE(o.tokens.empty());
+    // Every follow-up prefills only its own new tokens.
+    EXPECT_EQ(o.summary.cached_tokens(), held) << "turn " << turn;
+    EXPECT_EQ(o.summary.prefilled_tokens(),
+              o.summary.prompt_tokens() - o.summary.cached_tokens());
+    held = o.summary.session_tokens();
+  }
 }
 
 TEST(ServerProcessTest, ChatClientWorksFromAPipe) {
