@@ -1,5 +1,5 @@
-// The model on the CUDA backend: batch invariance (prefill, decode, chunk
-// lengths, neighbours: bitwise), agreement with the CPU backend (stated
+// The model on the CUDA backend: batch invariance (model_invariance_tests.h,
+// shared with the CPU backend), agreement with the CPU backend (stated
 // tolerance), every weight type, random models and device sampling.
 #include <algorithm>
 #include <cmath>
@@ -16,6 +16,7 @@
 #include "runtime/model_bundle.h"
 #include "runtime/sequence_runner.h"
 #include "tests/runtime/model_test_util.h"
+#include "tests/runtime/model_invariance_tests.h"
 #include "tests/runtime/tiny_model.h"
 
 namespace kvsession::runtime {
@@ -75,29 +76,6 @@ const std::string& TinyPath() {
   return *path;
 }
 
-// 300 tokens cross several of the attention's 64-position partitions.
-constexpr int kLong = 300;
-
-TEST(ModelCudaTest, PrefillAndDecodeAreBitwiseIdentical) {
-  REQUIRE_CUDA();
-  auto b = Load(TinyPath(), "cuda");
-  ASSERT_NE(b, nullptr);
-  const std::vector<int32_t> tokens =
-      RandomTokens(kLong, b->model->config().vocab_size, 11);
-  auto prefill = Runner(b->model.get(), 5);
-  std::vector<float> all;
-  ASSERT_TRUE(prefill->Append(tokens, LogitsMode::kAll, &all).ok());
-  auto decode = Runner(b->model.get(), 9);
-  std::vector<float> stepwise, one;
-  for (int32_t t : tokens) {
-    ASSERT_TRUE(decode->Append({&t, 1}, LogitsMode::kLast, &one).ok());
-    stepwise.insert(stepwise.end(), one.begin(), one.end());
-  }
-  EXPECT_TRUE(BitwiseEqual(all, stepwise));
-  for (int32_t p : {0, 1, 15, 16, 17, 63, 64, 255, 256, 299}) {
-    ASSERT_EQ(TokenKv(*prefill, p), TokenKv(*decode, p)) << "position " << p;
-  }
-}
 
 // KV blocks must divide the attention's partition of 64 positions: the
 // engine refuses other sizes at start-up instead of failing in a step.
@@ -117,78 +95,7 @@ TEST(ModelCudaTest, EngineRefusesBlocksTheAttentionCannotAddress) {
   EXPECT_TRUE(Engine::Create(b.get(), o).ok());
 }
 
-TEST(ModelCudaTest, ChunkLengthDoesNotChangeAnyBit) {
-  REQUIRE_CUDA();
-  auto b = Load(TinyPath(), "cuda");
-  ASSERT_NE(b, nullptr);
-  const std::vector<int32_t> tokens =
-      RandomTokens(kLong, b->model->config().vocab_size, 13);
-  std::vector<float> reference;
-  {
-    auto r = Runner(b->model.get(), 0, /*chunk=*/512);
-    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &reference).ok());
-  }
-  for (int32_t chunk : {5, 17, 64, 65, 130}) {
-    auto r = Runner(b->model.get(), chunk, chunk);
-    std::vector<float> logits;
-    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &logits).ok());
-    EXPECT_TRUE(BitwiseEqual(reference, logits)) << "chunk " << chunk;
-  }
-}
 
-TEST(ModelCudaTest, NeighboursInTheBatchDoNotChangeAnyBit) {
-  REQUIRE_CUDA();
-  auto b = Load(TinyPath(), "cuda");
-  ASSERT_NE(b, nullptr);
-  Model& model = *b->model;
-  const int vocab = model.config().vocab_size;
-  const std::vector<std::vector<int32_t>> seqs = {
-      RandomTokens(20, vocab, 1), RandomTokens(9, vocab, 2),
-      RandomTokens(270, vocab, 3)};
-  const std::vector<int32_t> next = {5, 6, 7};
-  std::vector<std::vector<float>> alone_prefill, alone_decode;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    auto r = Runner(&model, 100 + i);
-    std::vector<float> a, d;
-    ASSERT_TRUE(r->Append(seqs[i], LogitsMode::kAll, &a).ok());
-    ASSERT_TRUE(r->Append({&next[i], 1}, LogitsMode::kLast, &d).ok());
-    alone_prefill.push_back(a);
-    alone_decode.push_back(d);
-  }
-  auto arena = Runner(&model);
-  const kernels::KvCacheView& kv = arena->kv();
-  std::vector<std::vector<int32_t>> tables = {{7, 2}, {0}, {}};
-  // 17 blocks in descending order, clear of the other two tables and
-  // inside the 40-block arena.
-  for (int32_t b = 39; b >= 23; --b) tables[2].push_back(b);
-  std::vector<SequenceChunk> batch(3);
-  for (size_t i = 0; i < 3; ++i) {
-    batch[i].tokens = seqs[i];
-    batch[i].start_pos = 0;
-    batch[i].block_table = tables[i];
-    batch[i].logits = LogitsMode::kAll;
-  }
-  std::vector<float> logits;
-  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
-  size_t off = 0;
-  for (size_t i = 0; i < 3; ++i) {
-    std::vector<float> mine(logits.begin() + off,
-                            logits.begin() + off + alone_prefill[i].size());
-    EXPECT_TRUE(BitwiseEqual(mine, alone_prefill[i])) << "sequence " << i;
-    off += alone_prefill[i].size();
-  }
-  for (size_t i = 0; i < 3; ++i) {
-    batch[i].tokens = {&next[i], 1};
-    batch[i].start_pos = static_cast<int32_t>(seqs[i].size());
-    batch[i].logits = LogitsMode::kLast;
-  }
-  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
-  for (size_t i = 0; i < 3; ++i) {
-    std::vector<float> mine(logits.begin() + i * vocab,
-                            logits.begin() + (i + 1) * vocab);
-    EXPECT_TRUE(BitwiseEqual(mine, alone_decode[i])) << "sequence " << i;
-  }
-}
 
 // The CPU backend dots quantized weights with Q8 activations; the CUDA
 // backend dequantizes weights to f16 and rounds activations to f16. Both
@@ -228,7 +135,8 @@ TEST(ModelCudaTest, EveryWeightTypeTracksTheCpuBackend) {
   using kernels::GgmlType;
   for (GgmlType t : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16,
                      GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1,
-                     GgmlType::kQ5_0, GgmlType::kQ5_1}) {
+                     GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ4_K,
+                     GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     testing::TinyModelOptions o = Tiny64();
     o.matrix_type = t;
     o.embedding_type = t == GgmlType::kQ4_1 ? GgmlType::kQ8_0 : t;
@@ -324,4 +232,9 @@ TEST(ModelCudaTest, DeviceSamplingPicksTheArgmax) {
 }
 
 }  // namespace
+
+namespace invariance {
+INSTANTIATE_TEST_SUITE_P(Cuda, ModelInvarianceTest,
+                         ::testing::ValuesIn(Cases("cuda")), CaseName);
+}  // namespace invariance
 }  // namespace kvsession::runtime

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generate.h"
@@ -14,6 +15,7 @@
 #include "runtime/sequence_runner.h"
 #include "tests/runtime/model_test_util.h"
 #include "tests/runtime/reference_forward.h"
+#include "tests/runtime/model_invariance_tests.h"
 #include "tests/runtime/tiny_model.h"
 
 namespace kvsession::runtime {
@@ -101,117 +103,29 @@ TEST(ModelTest, QuantizedModelTracksDoublePrecisionForward) {
   EXPECT_GE(d.argmax_same, 38);
 }
 
-// The batch-invariance properties hold for every family's layer.
-class FamilyModelTest : public ::testing::TestWithParam<std::string> {};
-INSTANTIATE_TEST_SUITE_P(Families, FamilyModelTest,
-                         ::testing::ValuesIn(testing::kTinyFamilies));
-
-TEST_P(FamilyModelTest, PrefillAndDecodeAreBitwiseIdentical) {
-  auto b = LoadTiny(2, GetParam());
-  ASSERT_NE(b, nullptr);
-  const std::vector<int32_t> tokens =
-      RandomTokens(37, b->model->config().vocab_size, 11);
-  auto prefill = Runner(b->model.get(), 5);
-  std::vector<float> all;
-  ASSERT_TRUE(prefill->Append(tokens, LogitsMode::kAll, &all).ok());
-
-  auto decode = Runner(b->model.get(), 9);
-  std::vector<float> stepwise, one;
-  for (int32_t t : tokens) {
-    ASSERT_TRUE(decode->Append({&t, 1}, LogitsMode::kLast, &one).ok());
-    stepwise.insert(stepwise.end(), one.begin(), one.end());
+// K-quant matrices (rows of 256) meet Q8_K activations: the same noise as
+// above, relative to the logits (this wider model's reach about +-25):
+// measured max 0.53 / 0.58 / 0.48 for Q4_K / Q5_K / Q6_K, 2.1-2.2% of the
+// largest logit, as 0.18 of 9 is for the Q4_1 model. A wiring error in
+// the K-quant dot (a scale, a min, a nibble order) moves them by O(range).
+TEST(ModelTest, KQuantModelsTrackDoublePrecisionForward) {
+  using kernels::GgmlType;
+  for (GgmlType t : {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    char tmpl[] = "/tmp/kvsession-kquant-XXXXXX";
+    const char* dir = mkdtemp(tmpl);
+    ASSERT_NE(dir, nullptr);
+    const std::string path =
+        absl::StrCat(dir, "/", kernels::TypeName(t), ".gguf");
+    testing::TinyModelOptions opts;
+    opts.d_model = 256;
+    opts.ffn_dim = 512;
+    opts.matrix_type = t;
+    ASSERT_TRUE(testing::WriteTinyModel(opts, path).ok());
+    const ReferenceDiff d = CompareWithReference(path, 40);
+    EXPECT_LT(d.max_diff, 0.035 * d.max_logit)
+        << kernels::TypeName(t) << " max |logit| " << d.max_logit;
+    EXPECT_GE(d.argmax_same, 36) << kernels::TypeName(t);
   }
-  EXPECT_TRUE(BitwiseEqual(all, stepwise));
-  for (int32_t p = 0; p < 37; ++p) {
-    ASSERT_EQ(TokenKv(*prefill, p), TokenKv(*decode, p)) << "position " << p;
-  }
-}
-
-TEST_P(FamilyModelTest, ChunkLengthDoesNotChangeAnyBit) {
-  auto b = LoadTiny(2, GetParam());
-  ASSERT_NE(b, nullptr);
-  const std::vector<int32_t> tokens =
-      RandomTokens(64, b->model->config().vocab_size, 13);
-  std::vector<float> reference;
-  {
-    auto r = Runner(b->model.get(), 0, /*chunk=*/64);
-    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &reference).ok());
-  }
-  for (int32_t chunk : {1, 5, 16, 17, 63}) {
-    auto r = Runner(b->model.get(), chunk, chunk);
-    std::vector<float> logits;
-    ASSERT_TRUE(r->Append(tokens, LogitsMode::kAll, &logits).ok());
-    EXPECT_TRUE(BitwiseEqual(reference, logits)) << "chunk " << chunk;
-  }
-}
-
-TEST_P(FamilyModelTest, NeighboursInTheBatchDoNotChangeAnyBit) {
-  auto b = LoadTiny(2, GetParam());
-  ASSERT_NE(b, nullptr);
-  Model& model = *b->model;
-  const int vocab = model.config().vocab_size;
-  const std::vector<std::vector<int32_t>> seqs = {
-      RandomTokens(20, vocab, 1), RandomTokens(9, vocab, 2),
-      RandomTokens(30, vocab, 3)};
-  const std::vector<int32_t> next = {5, 6, 7};
-
-  // Alone: prefill, then one decode token.
-  std::vector<std::vector<float>> alone_prefill, alone_decode;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    auto r = Runner(&model, 100 + i);
-    std::vector<float> a, d;
-    ASSERT_TRUE(r->Append(seqs[i], LogitsMode::kAll, &a).ok());
-    ASSERT_TRUE(r->Append({&next[i], 1}, LogitsMode::kLast, &d).ok());
-    alone_prefill.push_back(a);
-    alone_decode.push_back(d);
-  }
-
-  // Together in one arena: all three prefills in one step, then one step
-  // with the three decode tokens.
-  auto arena = Runner(&model);  // borrow its arena and geometry
-  const kernels::KvCacheView& kv = arena->kv();
-  const std::vector<std::vector<int32_t>> tables = {
-      {7, 2}, {0}, {3, 9, 1}};
-  std::vector<SequenceChunk> batch(3);
-  for (size_t i = 0; i < 3; ++i) {
-    batch[i].tokens = seqs[i];
-    batch[i].start_pos = 0;
-    batch[i].block_table = tables[i];
-    batch[i].logits = LogitsMode::kAll;
-  }
-  std::vector<float> logits;
-  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
-  size_t off = 0;
-  for (size_t i = 0; i < 3; ++i) {
-    std::vector<float> mine(logits.begin() + off,
-                            logits.begin() + off + alone_prefill[i].size());
-    EXPECT_TRUE(BitwiseEqual(mine, alone_prefill[i])) << "sequence " << i;
-    off += alone_prefill[i].size();
-  }
-  for (size_t i = 0; i < 3; ++i) {
-    batch[i].tokens = {&next[i], 1};
-    batch[i].start_pos = static_cast<int32_t>(seqs[i].size());
-    batch[i].logits = LogitsMode::kLast;
-  }
-  ASSERT_TRUE(model.Forward(batch, kv, &logits).ok());
-  for (size_t i = 0; i < 3; ++i) {
-    std::vector<float> mine(logits.begin() + i * vocab,
-                            logits.begin() + (i + 1) * vocab);
-    EXPECT_TRUE(BitwiseEqual(mine, alone_decode[i])) << "sequence " << i;
-  }
-}
-
-TEST_P(FamilyModelTest, ThreadCountDoesNotChangeAnyBit) {
-  auto one = LoadTiny(1, GetParam());
-  auto two = LoadTiny(2, GetParam());
-  ASSERT_NE(one, nullptr);
-  ASSERT_NE(two, nullptr);
-  const std::vector<int32_t> tokens =
-      RandomTokens(33, one->model->config().vocab_size, 17);
-  std::vector<float> a, b;
-  ASSERT_TRUE(Runner(one->model.get())->Append(tokens, LogitsMode::kAll, &a).ok());
-  ASSERT_TRUE(Runner(two->model.get())->Append(tokens, LogitsMode::kAll, &b).ok());
-  EXPECT_TRUE(BitwiseEqual(a, b));
 }
 
 TEST(ModelTest, RejectsBadInputWithoutTouchingTheCache) {
@@ -313,4 +227,9 @@ TEST(ModelBundleTest, ContinuationRendersWithoutDefaultSystemPrompt) {
 }
 
 }  // namespace
+
+namespace invariance {
+INSTANTIATE_TEST_SUITE_P(Cpu, ModelInvarianceTest,
+                         ::testing::ValuesIn(Cases("cpu")), CaseName);
+}  // namespace invariance
 }  // namespace kvsession::runtime

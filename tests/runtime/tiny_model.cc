@@ -235,23 +235,40 @@ absl::Status WriteTinyModel(const TinyModelOptions& o,
   return w.WriteFile(path);
 }
 
-const std::string& TinyModelPath(const std::string& architecture) {
+namespace {
+
+// Each (family, shape) model is written once per process.
+const std::string& CachedModel(const std::string& architecture, bool wide) {
   static absl::Mutex mu(absl::kConstInit);
   static auto* paths = new std::map<std::string, std::string>();
+  const std::string key = architecture + (wide ? "-wide" : "");
   absl::MutexLock lock(&mu);
-  auto it = paths->find(architecture);
+  auto it = paths->find(key);
   if (it != paths->end()) return it->second;
   char tmpl[] = "/tmp/kvsession-tiny-XXXXXX";
   const char* dir = mkdtemp(tmpl);
   KVS_CHECK(dir != nullptr);
-  const std::string path =
-      std::string(dir) + "/tiny-" + architecture + ".gguf";
+  const std::string path = std::string(dir) + "/tiny-" + key + ".gguf";
   TinyModelOptions o;
   o.architecture = architecture;
+  if (wide) {
+    o.d_model = 256;
+    o.ffn_dim = 512;
+  }
   // Qwen3's head_dim is not d_model / heads.
-  if (architecture == "qwen3") o.head_dim = 32;
+  if (architecture == "qwen3") o.head_dim = wide ? 128 : 32;
   KVS_CHECK_OK(WriteTinyModel(o, path));
-  return paths->emplace(architecture, path).first->second;
+  return paths->emplace(key, path).first->second;
+}
+
+}  // namespace
+
+const std::string& TinyModelPath(const std::string& architecture) {
+  return CachedModel(architecture, false);
+}
+
+const std::string& WideTinyModelPath(const std::string& architecture) {
+  return CachedModel(architecture, true);
 }
 
 }  // namespace kvsession::testing

@@ -38,6 +38,10 @@ absl::Status WriteTinyModel(const TinyModelOptions& options,
 // process into a temporary folder.
 const std::string& TinyModelPath(const std::string& architecture = "llama");
 
+// The same with d_model 256 and head_dim 64 (Qwen3: 128), head sizes the
+// CUDA attention serves.
+const std::string& WideTinyModelPath(const std::string& architecture);
+
 // The families every exactness suite runs over.
 inline const std::string kTinyFamilies[] = {"llama", "qwen2", "qwen3"};
 
