@@ -1,7 +1,7 @@
 // The elementwise CUDA ops against their CPU references: SwiGlu, Add,
-// GatherRows, SplitColumns, SwiGluRounded and ConvertRows, over sizes that
-// hit the vectorized and the scalar paths (aligned and misaligned pointers,
-// odd lengths), in place.
+// AddBias, GatherRows, SplitColumns, SwiGluRounded and ConvertRows, over
+// sizes that hit the vectorized and the scalar paths (aligned and misaligned
+// pointers, odd lengths), in place.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -207,6 +207,46 @@ TEST_P(AddGpuTest, BitwiseEqualsCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Lengths, AddGpuTest, kLengths, LengthName);
+
+// ---- AddBias ----
+
+// One IEEE f32 add per element on both sides: bitwise, out separate and in
+// place (out == x), rows of widths below, at and above one CTA's 256
+// threads, on aligned and misaligned pointers.
+void CheckAddBias(int n_rows, int dim, int off) {
+  SCOPED_TRACE(absl::StrCat("n_rows ", n_rows, " dim ", dim, " offset ", off));
+  std::mt19937 rng(static_cast<uint32_t>(n_rows * 131 + dim * 7 + off));
+  const int64_t n = int64_t{n_rows} * dim;
+  const std::vector<float> x = Uniform(n, -100.0f, 100.0f, rng);
+  const std::vector<float> bias = Uniform(dim, -1.0f, 1.0f, rng);
+  std::vector<float> want(static_cast<size_t>(n));
+  AddBias(x.data(), bias.data(), n_rows, dim, want.data(), CpuExec{4});
+  const OffsetBuffer d_x = ToDeviceAt(x, off);
+  const OffsetBuffer d_bias = ToDeviceAt(bias, off);
+  OffsetBuffer d_out = ToDeviceAt(std::vector<float>(size_t(n), NAN), off);
+  LaunchAddBias(d_x.get(), d_bias.get(), n_rows, dim, d_out.get(), nullptr);
+  ExpectBitsEqual(ToHostAt(d_out, size_t(n)), want, "out");
+  // In place: out aliasing x.
+  LaunchAddBias(d_x.get(), d_bias.get(), n_rows, dim, d_x.get(), nullptr);
+  ExpectBitsEqual(ToHostAt(d_x, size_t(n)), want, "out == x");
+}
+
+// Parameterized by dim (1 and 77: fewer threads than a CTA; 896 and 4096:
+// Qwen2 widths, several strides); n_rows loops inside.
+class AddBiasGpuTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(AddBiasGpuTest, BitwiseEqualsCpu) {
+  KVS_REQUIRE_GPU();
+  for (const int n_rows : {1, 7, 513}) {
+    for (const int off : {0, 1}) CheckAddBias(n_rows, GetParam(), off);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, AddBiasGpuTest,
+                         ::testing::Values(1, 77, 256, 896, 4096),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return absl::StrCat("dim", info.param);
+                         });
 
 // ---- GatherRows ----
 

@@ -1,0 +1,1283 @@
+// Tests per interface, not per backend (as llama.cpp's test-backend-ops): one
+// table of op cases, each run through a `Backend&` on every registered
+// backend ("cpu", and "cuda" where a device is present) and compared with the
+// CPU reference kernels of kernels/cpu/ops.h called directly.
+//
+//  - The CPU backend must match its own reference bitwise in every case (it
+//    calls the same kernels; only its thread count differs, and the CPU ops
+//    never depend on it): so the table checks itself on any machine.
+//  - Other backends must match within the case's stated tolerance, or
+//    bitwise where the case says so.
+//  - Cases with several parts return the same outputs computed several ways
+//    on the backend under test (inside RunStep and at once; a token alone and
+//    in batches of 5 and 64; a run the backend may fuse and the same ops
+//    split by unrelated ops): the parts must be memcmp-equal on every
+//    backend, and part 0 is compared with the reference.
+//
+// The CUDA backend runs with cuda_graphs off: the cases give different ops
+// to steps of one shape, which a recorded step would replay.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/backend_factory.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/f16.h"
+#include "kernels/ggml_type.h"
+
+namespace kvsession::kernels {
+namespace {
+
+using Floats = std::vector<float>;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// The reference kernels run single-threaded; the CPU backend under test
+// uses 3 threads (a different split of rows).
+const CpuExec kRefExec{1};
+
+// ---- Tolerances (non-CPU backends; the CPU backend is always bitwise) ----
+
+// |got - want| <= atol + rtol * scale, scale = |want| unless the case gives
+// one (MatMul: sum |w * x| of the output's dot product).
+struct Tolerance {
+  double atol = 0;
+  double rtol = 0;
+};
+
+// Embed of a quantized table: the CUDA backend stores every weight as F16
+// (PrepareWeight dequantizes, then rounds once): <= 2^-11 relative, 2^-25
+// absolute in the f16 subnormal range.
+constexpr Tolerance kEmbedQuantTol{3e-8, 4.9e-4};
+// RmsNorm: both sum the f32 squares in double (the CPU in order, CUDA as a
+// fixed tree), so the f32 mean may differ by one rounding in rare rows.
+constexpr Tolerance kRmsNormTol{1e-6, 1e-5};
+// MatMul, relative to sum |w * x|. CUDA rounds x to the GEMM type and
+// accumulates in f32: F16 <= 2^-11 per product (1e-3 covers it with the f32
+// sum), BF16 <= 2^-9 (4e-3). Q8_0/Q4_1: the CPU quantizes x per block of 32
+// to Q8_0/Q8_1 (error <= amax/254 per element, for x uniform in [-1, 1]
+// <= 2/254 of sum |w x| even if every error had the same sign) while CUDA
+// dequantizes the weight to F16 and rounds x to F16: 1e-2.
+constexpr Tolerance kMatMulF16Tol{1e-5, 1e-3};
+constexpr Tolerance kMatMulBf16Tol{1e-5, 4e-3};
+constexpr Tolerance kMatMulQuantTol{1e-5, 1e-2};
+// Rope: the same f32 angle chain, but the CPU's cosf/sinf and the device's
+// double cos/sin rounded to f32 may differ by 1 ulp (kernels/cuda/rope.cu),
+// ~6e-8 * |x| for |x| <= 2.
+constexpr Tolerance kRopeTol{1e-5, 1e-5};
+// Attention: K/V are the same f16 bits on both sides; the CPU rounds the
+// normalised softmax weights to f16 (<= 2^-11 each), the rest is f32 order
+// and exp (tests/kernels/cuda/attention_gpu_test.cc).
+constexpr Tolerance kAttentionTol{2e-3, 2e-3};
+// SwiGlu: CUDA evaluates the CPU's exp polynomial in the same sequence, so
+// bitwise is expected, but the stated bound (elementwise_gpu_test.cc) is
+// 1e-6 relative, 1e-37 absolute for results that underflow.
+constexpr Tolerance kSwiGluTol{1e-37, 1e-6};
+// Bitwise cases need no tolerance: Embed of F16 (exact conversion), Add,
+// AddBias (one IEEE add per element), GatherRows (a copy), KvWrite (f32 to
+// f16, round to nearest even on both).
+constexpr Tolerance kBitwise{0, 0};
+
+// ---- Inputs ----
+
+Floats Uniform(int64_t n, float lo, float hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Floats v(static_cast<size_t>(n));
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+size_t RowBytes(GgmlType type, int64_t cols) {
+  const TypeTraits& t = Traits(type);
+  return static_cast<size_t>(cols / t.block_elems * t.block_bytes);
+}
+
+// A weight in host memory (as a GGUF mapping holds it).
+struct HostWeight {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<uint8_t> bytes;
+
+  WeightView View() const {
+    WeightView w;
+    w.type = type;
+    w.data = bytes.data();
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = RowBytes(type, cols);
+    return w;
+  }
+  // Row r decoded to f32.
+  Floats Row(int64_t r) const {
+    Floats out(static_cast<size_t>(cols));
+    DequantizeRow(type, bytes.data() + r * RowBytes(type, cols), out.data(),
+                  cols);
+    return out;
+  }
+};
+
+HostWeight MakeWeight(GgmlType type, int64_t rows, int64_t cols,
+                      uint32_t seed) {
+  HostWeight w{type, rows, cols, {}};
+  const size_t rb = RowBytes(type, cols);
+  w.bytes.resize(rb * static_cast<size_t>(rows));
+  const Floats v = Uniform(rows * cols, -1.0f, 1.0f, seed);
+  for (int64_t r = 0; r < rows; ++r) {
+    QuantizeRow(type, v.data() + r * cols, w.bytes.data() + r * rb, cols);
+  }
+  return w;
+}
+
+Floats Concat(std::initializer_list<Floats> parts) {
+  Floats out;
+  for (const Floats& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// ---- Backend memory ----
+
+// Buffers of one case on one backend.
+class Dev {
+ public:
+  explicit Dev(Backend& be) : be_(be) {}
+  Backend& be() { return be_; }
+
+  void* Alloc(size_t bytes) {
+    absl::StatusOr<std::unique_ptr<Buffer>> b = be_.Allocate(bytes);
+    if (!b.ok()) {
+      ADD_FAILURE() << b.status();
+      std::abort();
+    }
+    bufs_.push_back(*std::move(b));
+    return bufs_.back()->data();
+  }
+  void* UploadBytes(const void* src, size_t bytes) {
+    void* p = Alloc(bytes);
+    be_.CopyFromHost(src, p, bytes);
+    return p;
+  }
+  // v, then NaN up to `capacity` floats (rows a backend may pad).
+  float* Upload(const Floats& v, int64_t capacity = 0) {
+    Floats all = v;
+    if (capacity > static_cast<int64_t>(all.size())) {
+      all.resize(static_cast<size_t>(capacity), kNaN);
+    }
+    return static_cast<float*>(
+        UploadBytes(all.data(), all.size() * sizeof(float)));
+  }
+  float* Output(int64_t n) { return Upload(Floats(static_cast<size_t>(n), kNaN)); }
+  // Rows of a MatMul output: n_tokens rounded up to RowPadding().
+  float* MatMulOutput(int64_t n_tokens, int64_t rows) {
+    const int64_t pad = be_.RowPadding();
+    return Output((n_tokens + pad - 1) / pad * pad * rows);
+  }
+  float* MatMulInput(const Floats& x, int64_t n_tokens, int64_t cols) {
+    const int64_t pad = be_.RowPadding();
+    return Upload(x, (n_tokens + pad - 1) / pad * pad * cols);
+  }
+  Floats Read(const float* p, int64_t n) {
+    Floats out(static_cast<size_t>(n));
+    be_.Synchronize();
+    be_.CopyToHost(p, out.data(), out.size() * sizeof(float));
+    return out;
+  }
+  // f16 bits, each as an exact float (for bitwise comparison of KV slots).
+  Floats ReadBits(const uint16_t* p, int64_t n) {
+    std::vector<uint16_t> bits(static_cast<size_t>(n));
+    be_.Synchronize();
+    be_.CopyToHost(p, bits.data(), bits.size() * 2);
+    return Floats(bits.begin(), bits.end());
+  }
+  WeightView Weight(const HostWeight& w) {
+    absl::StatusOr<WeightView> p = be_.PrepareWeight(w.View());
+    if (!p.ok()) {
+      ADD_FAILURE() << p.status();
+      std::abort();
+    }
+    return *p;
+  }
+  std::vector<WeightView> Weights(std::initializer_list<const HostWeight*> ws) {
+    std::vector<WeightView> host;
+    for (const HostWeight* w : ws) host.push_back(w->View());
+    absl::StatusOr<std::vector<WeightView>> p = be_.PrepareWeights(host);
+    if (!p.ok()) {
+      ADD_FAILURE() << p.status();
+      std::abort();
+    }
+    return *p;
+  }
+
+ private:
+  Backend& be_;
+  std::vector<std::unique_ptr<Buffer>> bufs_;
+};
+
+// The host arrays of one step.
+struct Step {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> positions;
+  std::vector<const int32_t*> tables;
+  std::vector<int32_t> logit_rows;
+  const void* kv_base = nullptr;
+
+  StepInputs Inputs() const {
+    StepInputs in;
+    in.tokens = tokens.data();
+    in.placement.n_tokens = static_cast<int32_t>(positions.size());
+    in.placement.positions = positions.data();
+    in.placement.block_tables = tables.data();
+    in.block_size = 16;
+    in.logit_rows = logit_rows.data();
+    in.n_logit_rows = static_cast<int32_t>(logit_rows.size());
+    in.kv_base = kv_base;
+    return in;
+  }
+};
+
+// Block tables of steps that attend to nothing: block 0 for every position.
+const int32_t* ZeroTable() {
+  static const std::vector<int32_t> table(1024, 0);
+  return table.data();
+}
+
+// A step of tokens at `positions` (each with the zero table).
+Step StepAt(std::vector<int32_t> positions) {
+  Step s;
+  s.positions = std::move(positions);
+  s.tokens.assign(s.positions.size(), 0);
+  s.tables.assign(s.positions.size(), ZeroTable());
+  return s;
+}
+
+// Runs `ops` inside RunStep (as the model issues every op) on a step of one
+// token at position 0.
+void InStep(Backend& be, const std::function<void()>& ops) {
+  const Step s = StepAt({0});
+  be.RunStep(s.Inputs(), [&](const StepViews&) { ops(); });
+}
+
+// ---- The table ----
+
+struct Expected {
+  Floats values;
+  std::vector<double> scale;  // empty: |values|
+};
+
+struct OpCase {
+  std::string name;
+  bool bitwise = false;  // every backend memcmp-equal to the reference
+  Tolerance tol;         // otherwise, on non-CPU backends
+  int parts = 1;         // run returns `parts` equal-length parts (see top)
+  std::function<Floats(Backend&)> run;
+  std::function<Expected()> reference;
+};
+
+// sum |w[r] * x[t]| for each output of a MatMul (its tolerance's scale).
+std::vector<double> AbsDot(const HostWeight& w, const Floats& x,
+                           int64_t n_tokens) {
+  std::vector<double> s(static_cast<size_t>(n_tokens * w.rows));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const Floats row = w.Row(r);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double acc = 0;
+      for (int64_t c = 0; c < w.cols; ++c) {
+        acc += std::fabs(double{row[size_t(c)]} * x[size_t(t * w.cols + c)]);
+      }
+      s[size_t(t * w.rows + r)] = acc;
+    }
+  }
+  return s;
+}
+
+std::vector<double> AbsOf(const Floats& v) {
+  std::vector<double> s(v.size());
+  for (size_t i = 0; i < v.size(); ++i) s[i] = std::fabs(double{v[i]});
+  return s;
+}
+
+// -- Embed --
+
+OpCase EmbedCase(GgmlType type, bool bitwise, Tolerance tol) {
+  constexpr int64_t kRows = 50, kCols = 128;
+  const std::vector<int32_t> tokens = {3, 49, 0, 3, 17, 48, 25};
+  OpCase c;
+  c.name = absl::StrCat("Embed_", TypeName(type));
+  c.bitwise = bitwise;
+  c.tol = tol;
+  c.run = [=](Backend& be) {
+    const HostWeight table = MakeWeight(type, kRows, kCols, 11);
+    Dev d(be);
+    const WeightView w = d.Weight(table);
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    float* out = d.Output(n * kCols);
+    Step s = StepAt(std::vector<int32_t>(tokens.size(), 0));
+    s.tokens = tokens;
+    be.RunStep(s.Inputs(), [&](const StepViews& v) {
+      be.Embed(w, v.tokens, n, out);
+    });
+    return d.Read(out, n * kCols);
+  };
+  c.reference = [=] {
+    const HostWeight table = MakeWeight(type, kRows, kCols, 11);
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    Floats out(static_cast<size_t>(n * kCols));
+    Embed(table.View(), tokens.data(), n, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// -- RmsNorm --
+
+// n_rows rows of dim; in place writes over x. Parts: inside RunStep, at once.
+OpCase RmsNormCase(std::string name, int64_t n_rows, int64_t dim,
+                   bool in_place) {
+  constexpr float kEps = 1e-5f;
+  const auto inputs = [=] {
+    return std::make_pair(Uniform(n_rows * dim, -2, 2, uint32_t(dim + n_rows)),
+                          Uniform(dim, 0.5f, 1.5f, uint32_t(dim)));
+  };
+  OpCase c;
+  c.name = std::move(name);
+  c.tol = kRmsNormTol;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    const auto [x, w] = inputs();
+    Dev d(be);
+    const float* dw = d.Upload(w);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      float* dx = d.Upload(x);
+      float* out = in_place ? dx : d.Output(n_rows * dim);
+      auto op = [&] { be.RmsNorm(dx, dw, n_rows, dim, kEps, out); };
+      if (p == 0) InStep(be, op); else op();
+      parts[p] = d.Read(out, n_rows * dim);
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    auto [x, w] = inputs();
+    RmsNorm(x.data(), w.data(), n_rows, dim, kEps, x.data(), kRefExec);
+    return Expected{x, {}};
+  };
+  return c;
+}
+
+// -- MatMul --
+
+OpCase MatMulCase(GgmlType type, int64_t n_tokens, Tolerance tol) {
+  constexpr int64_t kRows = 96, kCols = 256;
+  OpCase c;
+  c.name = absl::StrCat("MatMul_", TypeName(type), "_t", n_tokens);
+  c.tol = tol;
+  c.parts = 2;
+  const uint32_t seed = uint32_t(n_tokens) * 7 + uint32_t(type);
+  c.run = [=](Backend& be) {
+    const HostWeight hw = MakeWeight(type, kRows, kCols, seed);
+    const Floats x = Uniform(n_tokens * kCols, -1, 1, seed + 1);
+    Dev d(be);
+    const WeightView w = d.Weight(hw);
+    const float* dx = d.MatMulInput(x, n_tokens, kCols);
+    float* out[2] = {d.MatMulOutput(n_tokens, kRows),
+                     d.MatMulOutput(n_tokens, kRows)};
+    InStep(be, [&] { be.MatMul(w, dx, n_tokens, out[0]); });
+    be.MatMul(w, dx, n_tokens, out[1]);
+    return Concat({d.Read(out[0], n_tokens * kRows),
+                   d.Read(out[1], n_tokens * kRows)});
+  };
+  c.reference = [=] {
+    const HostWeight hw = MakeWeight(type, kRows, kCols, seed);
+    const Floats x = Uniform(n_tokens * kCols, -1, 1, seed + 1);
+    Floats out(static_cast<size_t>(n_tokens * kRows));
+    MatMul(hw.View(), x.data(), n_tokens, out.data(), kRefExec);
+    return Expected{out, AbsDot(hw, x, n_tokens)};
+  };
+  return c;
+}
+
+// -- AddBias --
+
+OpCase AddBiasCase(int64_t n_rows, int64_t dim, bool in_place) {
+  const auto inputs = [=] {
+    return std::make_pair(Uniform(n_rows * dim, -100, 100, uint32_t(dim)),
+                          Uniform(dim, -1, 1, uint32_t(dim + 1)));
+  };
+  OpCase c;
+  c.name = absl::StrCat("AddBias_", n_rows, "x", dim, in_place ? "_in_place" : "");
+  c.bitwise = true;
+  c.tol = kBitwise;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    const auto [x, bias] = inputs();
+    Dev d(be);
+    const float* db = d.Upload(bias);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      float* dx = d.Upload(x);
+      float* out = in_place ? dx : d.Output(n_rows * dim);
+      auto op = [&] { be.AddBias(dx, db, n_rows, dim, out); };
+      if (p == 0) InStep(be, op); else op();
+      parts[p] = d.Read(out, n_rows * dim);
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    const auto [x, bias] = inputs();
+    Floats out(x.size());
+    AddBias(x.data(), bias.data(), n_rows, dim, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// -- Rope --
+
+const std::vector<int32_t> kRopePositions = {0, 3, 17, 100, 4095};
+
+OpCase RopeCase(std::string name, RopeParams params, int32_t n_heads) {
+  const int64_t n = static_cast<int64_t>(kRopePositions.size());
+  const int64_t width = n * n_heads * params.head_dim;
+  OpCase c;
+  c.name = std::move(name);
+  c.tol = kRopeTol;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    float* x = d.Upload(Uniform(width, -2, 2, uint32_t(params.head_dim)));
+    const Step s = StepAt(kRopePositions);
+    be.RunStep(s.Inputs(), [&](const StepViews& v) {
+      be.Rope(x, n, n_heads, v.placement.positions, params);
+    });
+    return d.Read(x, width);
+  };
+  c.reference = [=] {
+    Floats x = Uniform(width, -2, 2, uint32_t(params.head_dim));
+    Rope(x.data(), n, n_heads, kRopePositions.data(), params, kRefExec);
+    return Expected{x, {}};
+  };
+  return c;
+}
+
+RopeParams RopeOf(RopeMode mode, int32_t head_dim, int32_t rot_dim,
+                  float freq_base, float freq_scale) {
+  RopeParams p;
+  p.mode = mode;
+  p.head_dim = head_dim;
+  p.rot_dim = rot_dim;
+  p.freq_base = freq_base;
+  p.freq_scale = freq_scale;
+  return p;
+}
+
+// -- KvWrite and Attention --
+
+// A paged KV arena of two layers holding random f16 (earlier context), with
+// shuffled disjoint block tables of sequences of `lengths` positions.
+struct KvSetup {
+  KvCacheView kv;  // base: null (set per backend)
+  std::vector<uint16_t> arena;
+  std::vector<std::vector<int32_t>> tables;
+
+  int64_t Elems() const { return int64_t{kv.num_blocks} * kv.BlockElems(); }
+};
+
+KvSetup MakeKv(int32_t n_kv_heads, int32_t head_dim,
+               const std::vector<int32_t>& lengths) {
+  KvSetup s;
+  s.kv.block_size = 16;
+  s.kv.n_layers = 2;
+  s.kv.n_kv_heads = n_kv_heads;
+  s.kv.head_dim = head_dim;
+  int32_t blocks = 0;
+  for (int32_t len : lengths) blocks += (len + 15) / 16;
+  s.kv.num_blocks = blocks + 4;  // some belong to nobody
+  std::vector<int32_t> ids(static_cast<size_t>(s.kv.num_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(uint32_t(head_dim)));
+  size_t next = 0;
+  for (int32_t len : lengths) {
+    std::vector<int32_t> t;
+    for (int32_t i = 0; i < (len + 15) / 16; ++i) t.push_back(ids[next++]);
+    s.tables.push_back(std::move(t));
+  }
+  const Floats v = Uniform(s.Elems(), -1, 1, uint32_t(head_dim) + 5);
+  s.arena.resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) s.arena[i] = FloatToHalf(v[i]);
+  return s;
+}
+
+// (sequence, position) of each token of a batch.
+using Batch = std::vector<std::pair<int32_t, int32_t>>;
+
+Step StepOf(const KvSetup& s, const Batch& batch) {
+  Step st;
+  for (const auto& [seq, pos] : batch) {
+    st.positions.push_back(pos);
+    st.tables.push_back(s.tables[size_t(seq)].data());
+    st.tokens.push_back(0);
+  }
+  return st;
+}
+
+TokenPlacement PlacementOf(const Step& st) {
+  return {static_cast<int32_t>(st.positions.size()), st.positions.data(),
+          st.tables.data()};
+}
+
+// Four sequences: a prefill chunk crossing a block boundary (0..20), a
+// decode token after 77 positions of context, a chunk 30..34, a decode token
+// at 250; lengths not multiples of the block size.
+const std::vector<int32_t> kKvLengths = {21, 78, 35, 251};
+Batch KvBatch() {
+  Batch b;
+  for (int32_t p = 0; p <= 20; ++p) b.push_back({0, p});
+  b.push_back({1, 77});
+  for (int32_t p = 30; p <= 34; ++p) b.push_back({2, p});
+  b.push_back({3, 250});
+  return b;
+}
+
+// KvWrite of layer 1 (then Attention if `attention`): returns the whole
+// arena's f16 bits, or the attention output.
+OpCase KvCase(int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
+              bool attention) {
+  const Batch batch = KvBatch();
+  const int64_t n = static_cast<int64_t>(batch.size());
+  const int64_t kv_row = int64_t{n_kv_heads} * head_dim;
+  const int64_t q_row = int64_t{n_heads} * head_dim;
+  const AttentionParams params{n_heads, 1.0f / std::sqrt(float(head_dim))};
+  const uint32_t seed = uint32_t(head_dim * 3 + n_heads);
+  OpCase c;
+  c.name = absl::StrCat(attention ? "Attention" : "KvWrite", "_h", n_heads,
+                        "_kv", n_kv_heads, "_d", head_dim);
+  c.bitwise = !attention;
+  c.tol = attention ? kAttentionTol : kBitwise;
+  c.run = [=](Backend& be) {
+    KvSetup s = MakeKv(n_kv_heads, head_dim, kKvLengths);
+    Dev d(be);
+    s.kv.base = static_cast<uint16_t*>(
+        d.UploadBytes(s.arena.data(), s.arena.size() * 2));
+    const float* k = d.Upload(Uniform(n * kv_row, -1, 1, seed));
+    const float* v = d.Upload(Uniform(n * kv_row, -1, 1, seed + 1));
+    const float* q = d.Upload(Uniform(n * q_row, -3, 3, seed + 2));
+    float* out = d.Output(n * q_row);
+    Step st = StepOf(s, batch);
+    st.kv_base = s.kv.base;
+    be.RunStep(st.Inputs(), [&](const StepViews& views) {
+      be.KvWrite(s.kv, 1, views.placement, k, v);
+      if (attention) be.Attention(s.kv, 1, views.placement, q, params, out);
+    });
+    return attention ? d.Read(out, n * q_row) : d.ReadBits(s.kv.base, s.Elems());
+  };
+  c.reference = [=] {
+    KvSetup s = MakeKv(n_kv_heads, head_dim, kKvLengths);
+    s.kv.base = s.arena.data();
+    const Floats k = Uniform(n * kv_row, -1, 1, seed);
+    const Floats v = Uniform(n * kv_row, -1, 1, seed + 1);
+    const Floats q = Uniform(n * q_row, -3, 3, seed + 2);
+    const Step st = StepOf(s, batch);
+    KvWrite(s.kv, 1, PlacementOf(st), k.data(), v.data(), kRefExec);
+    if (!attention) return Expected{Floats(s.arena.begin(), s.arena.end()), {}};
+    Floats out(static_cast<size_t>(n * q_row));
+    Attention(s.kv, 1, PlacementOf(st), q.data(), params, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// -- SwiGlu, Add, GatherRows --
+
+OpCase SwiGluCase(int64_t n) {
+  OpCase c;
+  c.name = absl::StrCat("SwiGlu_n", n);
+  c.tol = kSwiGluTol;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    const float* g = d.Upload(Uniform(n, -20, 20, 1));
+    const float* u = d.Upload(Uniform(n, -3, 3, 2));
+    float* out[2] = {d.Output(n), d.Output(n)};
+    InStep(be, [&] { be.SwiGlu(g, u, n, out[0]); });
+    be.SwiGlu(g, u, n, out[1]);
+    return Concat({d.Read(out[0], n), d.Read(out[1], n)});
+  };
+  c.reference = [=] {
+    const Floats g = Uniform(n, -20, 20, 1), u = Uniform(n, -3, 3, 2);
+    Floats out(static_cast<size_t>(n));
+    SwiGlu(g.data(), u.data(), n, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// alias: 0 out separate, 1 out == a, 2 out == b.
+OpCase AddCase(int64_t n, int alias) {
+  OpCase c;
+  c.name = absl::StrCat("Add_n", n,
+                        alias == 1 ? "_out_a" : alias == 2 ? "_out_b" : "");
+  c.bitwise = true;
+  c.tol = kBitwise;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      float* a = d.Upload(Uniform(n, -100, 100, 3));
+      float* b = d.Upload(Uniform(n, -1, 1, 4));
+      float* out = alias == 1 ? a : alias == 2 ? b : d.Output(n);
+      auto op = [&] { be.Add(a, b, n, out); };
+      if (p == 0) InStep(be, op); else op();
+      parts[p] = d.Read(out, n);
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    const Floats a = Uniform(n, -100, 100, 3), b = Uniform(n, -1, 1, 4);
+    Floats out(static_cast<size_t>(n));
+    Add(a.data(), b.data(), n, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+OpCase GatherRowsCase() {
+  constexpr int64_t kSrcRows = 20, kDim = 96;
+  const std::vector<int32_t> rows = {19, 0, 5, 5, 12};
+  const int64_t n = static_cast<int64_t>(rows.size());
+  OpCase c;
+  c.name = "GatherRows";
+  c.bitwise = true;
+  c.tol = kBitwise;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    const float* src = d.Upload(Uniform(kSrcRows * kDim, -5, 5, 9));
+    float* out = d.Output(n * kDim);
+    Step s = StepAt({0});
+    s.logit_rows = rows;
+    be.RunStep(s.Inputs(), [&](const StepViews& v) {
+      be.GatherRows(src, v.logit_rows, v.n_logit_rows, kDim, out);
+    });
+    return d.Read(out, n * kDim);
+  };
+  c.reference = [=] {
+    const Floats src = Uniform(kSrcRows * kDim, -5, 5, 9);
+    Floats out;
+    for (int32_t r : rows) {
+      out.insert(out.end(), src.begin() + r * kDim, src.begin() + (r + 1) * kDim);
+    }
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// ---- Batch invariance: token t alone, in a batch of 5, in a batch of 64 ----
+
+// Where the token of interest sits in each batch (-1) among rows of a pool
+// of other tokens (their index in the pool).
+struct Layout {
+  std::vector<int> src;
+  int64_t target = 0;
+};
+std::vector<Layout> Layouts() {
+  std::vector<Layout> out;
+  out.push_back({{-1}, 0});
+  out.push_back({{0, 1, -1, 2, 3}, 2});
+  Layout l64;
+  for (int i = 0; i < 63; ++i) l64.src.push_back(i);
+  l64.src.insert(l64.src.begin() + 37, -1);
+  l64.target = 37;
+  out.push_back(l64);
+  return out;
+}
+
+// The rows of a batch: the target's row or pool rows, `width` floats each.
+Floats BatchRows(const Layout& l, const Floats& target, const Floats& pool,
+                 int64_t width) {
+  Floats out;
+  for (int s : l.src) {
+    if (s < 0) {
+      out.insert(out.end(), target.begin(), target.end());
+    } else {
+      out.insert(out.end(), pool.begin() + s * width,
+                 pool.begin() + (s + 1) * width);
+    }
+  }
+  return out;
+}
+
+Floats TargetRow(const Floats& all, const Layout& l, int64_t width) {
+  return Floats(all.begin() + l.target * width,
+                all.begin() + (l.target + 1) * width);
+}
+
+OpCase MatMulInvarianceCase(GgmlType type, Tolerance tol) {
+  constexpr int64_t kRows = 160, kCols = 512;
+  const uint32_t seed = 100 + uint32_t(type);
+  OpCase c;
+  c.name = absl::StrCat("Invariance_MatMul_", TypeName(type));
+  c.tol = tol;
+  c.parts = 3;
+  c.run = [=](Backend& be) {
+    const HostWeight hw = MakeWeight(type, kRows, kCols, seed);
+    const Floats target = Uniform(kCols, -1, 1, seed + 1);
+    const Floats pool = Uniform(63 * kCols, -1, 1, seed + 2);
+    Dev d(be);
+    const WeightView w = d.Weight(hw);
+    Floats out;
+    for (const Layout& l : Layouts()) {
+      const int64_t n = static_cast<int64_t>(l.src.size());
+      const float* x = d.MatMulInput(BatchRows(l, target, pool, kCols), n, kCols);
+      float* y = d.MatMulOutput(n, kRows);
+      InStep(be, [&] { be.MatMul(w, x, n, y); });
+      const Floats row = TargetRow(d.Read(y, n * kRows), l, kRows);
+      out.insert(out.end(), row.begin(), row.end());
+    }
+    return out;
+  };
+  c.reference = [=] {
+    const HostWeight hw = MakeWeight(type, kRows, kCols, seed);
+    const Floats target = Uniform(kCols, -1, 1, seed + 1);
+    Floats out(kRows);
+    MatMul(hw.View(), target.data(), 1, out.data(), kRefExec);
+    return Expected{out, AbsDot(hw, target, 1)};
+  };
+  return c;
+}
+
+OpCase RmsNormInvarianceCase() {
+  constexpr int64_t kDim = 4096;
+  constexpr float kEps = 1e-6f;
+  OpCase c;
+  c.name = "Invariance_RmsNorm_d4096";
+  c.tol = kRmsNormTol;
+  c.parts = 3;
+  c.run = [=](Backend& be) {
+    const Floats target = Uniform(kDim, -2, 2, 1), pool = Uniform(63 * kDim, -9, 9, 2);
+    Dev d(be);
+    const float* w = d.Upload(Uniform(kDim, 0.5f, 1.5f, 3));
+    Floats out;
+    for (const Layout& l : Layouts()) {
+      const int64_t n = static_cast<int64_t>(l.src.size());
+      const float* x = d.Upload(BatchRows(l, target, pool, kDim));
+      float* y = d.Output(n * kDim);
+      InStep(be, [&] { be.RmsNorm(x, w, n, kDim, kEps, y); });
+      const Floats row = TargetRow(d.Read(y, n * kDim), l, kDim);
+      out.insert(out.end(), row.begin(), row.end());
+    }
+    return out;
+  };
+  c.reference = [=] {
+    const Floats target = Uniform(kDim, -2, 2, 1), w = Uniform(kDim, 0.5f, 1.5f, 3);
+    Floats out(kDim);
+    RmsNorm(target.data(), w.data(), 1, kDim, kEps, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+OpCase AddBiasInvarianceCase() {
+  constexpr int64_t kDim = 1000;
+  OpCase c;
+  c.name = "Invariance_AddBias";
+  c.bitwise = true;
+  c.tol = kBitwise;
+  c.parts = 3;
+  c.run = [=](Backend& be) {
+    const Floats target = Uniform(kDim, -5, 5, 1), pool = Uniform(63 * kDim, -5, 5, 2);
+    Dev d(be);
+    const float* bias = d.Upload(Uniform(kDim, -1, 1, 3));
+    Floats out;
+    for (const Layout& l : Layouts()) {
+      const int64_t n = static_cast<int64_t>(l.src.size());
+      float* x = d.Upload(BatchRows(l, target, pool, kDim));
+      InStep(be, [&] { be.AddBias(x, bias, n, kDim, x); });
+      const Floats row = TargetRow(d.Read(x, n * kDim), l, kDim);
+      out.insert(out.end(), row.begin(), row.end());
+    }
+    return out;
+  };
+  c.reference = [=] {
+    const Floats target = Uniform(kDim, -5, 5, 1), bias = Uniform(kDim, -1, 1, 3);
+    Floats out(kDim);
+    AddBias(target.data(), bias.data(), 1, kDim, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+OpCase RopeInvarianceCase() {
+  const RopeParams params = RopeOf(RopeMode::kNeox, 128, 64, 1e6f, 0.25f);
+  constexpr int32_t kHeads = 4;
+  constexpr int64_t kWidth = int64_t{kHeads} * 128;
+  constexpr int32_t kPos = 1234;
+  OpCase c;
+  c.name = "Invariance_Rope_neox";
+  c.tol = kRopeTol;
+  c.parts = 3;
+  c.run = [=](Backend& be) {
+    const Floats target = Uniform(kWidth, -2, 2, 1), pool = Uniform(63 * kWidth, -2, 2, 2);
+    Dev d(be);
+    Floats out;
+    for (const Layout& l : Layouts()) {
+      const int64_t n = static_cast<int64_t>(l.src.size());
+      float* x = d.Upload(BatchRows(l, target, pool, kWidth));
+      std::vector<int32_t> positions;
+      for (int s : l.src) positions.push_back(s < 0 ? kPos : (s * 37) % 3000);
+      const Step st = StepAt(positions);
+      be.RunStep(st.Inputs(), [&](const StepViews& v) {
+        be.Rope(x, n, kHeads, v.placement.positions, params);
+      });
+      const Floats row = TargetRow(d.Read(x, n * kWidth), l, kWidth);
+      out.insert(out.end(), row.begin(), row.end());
+    }
+    return out;
+  };
+  c.reference = [=] {
+    Floats target = Uniform(kWidth, -2, 2, 1);
+    const int32_t pos = kPos;
+    Rope(target.data(), 1, kHeads, &pos, params, kRefExec);
+    return Expected{target, {}};
+  };
+  return c;
+}
+
+// A decode token of sequence 1 at position 77 over a fixed arena (no
+// KvWrite), alone, with 4 tokens of other sequences, and in a batch of 64
+// with prefill chunks and a token at position 250 (more partitions, another
+// max position).
+OpCase AttentionInvarianceCase() {
+  constexpr int32_t kHeads = 8, kKvHeads = 2, kHeadDim = 128;
+  constexpr int64_t kRow = int64_t{kHeads} * kHeadDim;
+  const AttentionParams params{kHeads, 1.0f / std::sqrt(float(kHeadDim))};
+  const std::pair<int32_t, int32_t> target{1, 77};
+  std::vector<Batch> batches;
+  batches.push_back({target});
+  batches.push_back({{0, 3}, {2, 31}, target, {3, 0}, {0, 20}});
+  Batch b64;
+  for (int32_t p = 0; p <= 34; ++p) b64.push_back({2, p});
+  b64.push_back(target);
+  for (int32_t p = 0; p <= 20; ++p) b64.push_back({0, p});
+  b64.push_back({3, 250});
+  for (int32_t p = 10; p <= 15; ++p) b64.push_back({1, p});
+  batches.push_back(b64);
+  const int64_t targets[3] = {0, 2, 35};
+  OpCase c;
+  c.name = "Invariance_Attention_d128_gqa";
+  c.tol = kAttentionTol;
+  c.parts = 3;
+  c.run = [=](Backend& be) {
+    KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+    Dev d(be);
+    s.kv.base = static_cast<uint16_t*>(
+        d.UploadBytes(s.arena.data(), s.arena.size() * 2));
+    const Floats tq = Uniform(kRow, -3, 3, 1), pool = Uniform(64 * kRow, -3, 3, 2);
+    Floats out;
+    for (size_t b = 0; b < 3; ++b) {
+      const Batch& batch = batches[b];
+      const int64_t n = static_cast<int64_t>(batch.size());
+      Floats q = Floats(pool.begin(), pool.begin() + n * kRow);
+      std::copy(tq.begin(), tq.end(), q.begin() + targets[b] * kRow);
+      const float* dq = d.Upload(q);
+      float* y = d.Output(n * kRow);
+      Step st = StepOf(s, batch);
+      st.kv_base = s.kv.base;
+      be.RunStep(st.Inputs(), [&](const StepViews& v) {
+        be.Attention(s.kv, 0, v.placement, dq, params, y);
+      });
+      const Floats all = d.Read(y, n * kRow);
+      out.insert(out.end(), all.begin() + targets[b] * kRow,
+                 all.begin() + (targets[b] + 1) * kRow);
+    }
+    return out;
+  };
+  c.reference = [=] {
+    KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+    s.kv.base = s.arena.data();
+    const Floats tq = Uniform(kRow, -3, 3, 1);
+    const Step st = StepOf(s, {target});
+    Floats out(kRow);
+    Attention(s.kv, 0, PlacementOf(st), tq.data(), params, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// ---- Runs a backend may fuse, against the same ops split apart ----
+
+// An op on scratch buffers between two ops keeps a backend from fusing them
+// (kernels/op_record.h matches adjacent ops only).
+struct Separator {
+  float* a;
+  float* b;
+  float* out;
+  void operator()(Backend& be) const { be.Add(a, b, 4, out); }
+};
+Separator MakeSeparator(Dev& d) {
+  return {d.Upload(Floats(4, 1.0f)), d.Upload(Floats(4, 2.0f)), d.Output(4)};
+}
+
+// Add(x, r -> x) RmsNorm(x -> s) MatMul q, k, v of s, then s overwritten
+// (so a backend may leave it unwritten): x, q, k, v, fused vs split.
+OpCase FusedAddNormMatMulsCase(int64_t n) {
+  constexpr int64_t kDim = 256, kQ = 256, kKv = 64;
+  constexpr float kEps = 1e-5f;
+  OpCase c;
+  c.name = absl::StrCat("Fused_AddNormMatMuls_t", n);
+  c.tol = kMatMulF16Tol;
+  c.parts = 2;
+  const auto weights = [] {
+    return std::make_tuple(MakeWeight(GgmlType::kF16, kQ, kDim, 1),
+                           MakeWeight(GgmlType::kF16, kKv, kDim, 2),
+                           MakeWeight(GgmlType::kF16, kKv, kDim, 3));
+  };
+  c.run = [=](Backend& be) {
+    const auto [wq, wk, wv] = weights();
+    Dev d(be);
+    const std::vector<WeightView> ws = d.Weights({&wq, &wk, &wv});
+    const float* norm = d.Upload(Uniform(kDim, 0.5f, 1.5f, 4));
+    const float* zeros = d.Upload(Floats(size_t(n * kDim), 0.0f));
+    const Separator sep = MakeSeparator(d);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      const bool split = p == 1;
+      float* x = d.MatMulInput(Uniform(n * kDim, -2, 2, 5), n, kDim);
+      const float* r = d.Upload(Uniform(n * kDim, -1, 1, 6));
+      float* s = d.MatMulInput({}, n, kDim);
+      float* outs[3] = {d.MatMulOutput(n, kQ), d.MatMulOutput(n, kKv),
+                        d.MatMulOutput(n, kKv)};
+      InStep(be, [&] {
+        be.Add(x, r, n * kDim, x);
+        if (split) sep(be);
+        be.RmsNorm(x, norm, n, kDim, kEps, s);
+        for (int i = 0; i < 3; ++i) {
+          if (split) sep(be);
+          be.MatMul(ws[size_t(i)], s, n, outs[i]);
+        }
+        if (split) sep(be);
+        be.Add(zeros, zeros, n * kDim, s);
+      });
+      parts[p] = Concat({d.Read(x, n * kDim), d.Read(outs[0], n * kQ),
+                         d.Read(outs[1], n * kKv), d.Read(outs[2], n * kKv)});
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    const auto [wq, wk, wv] = weights();
+    const Floats norm = Uniform(kDim, 0.5f, 1.5f, 4);
+    Floats x = Uniform(n * kDim, -2, 2, 5);
+    const Floats r = Uniform(n * kDim, -1, 1, 6);
+    Add(x.data(), r.data(), n * kDim, x.data(), kRefExec);
+    Floats s(x.size());
+    RmsNorm(x.data(), norm.data(), n, kDim, kEps, s.data(), kRefExec);
+    Expected e{x, AbsOf(x)};
+    for (const HostWeight* w : {&wq, &wk, &wv}) {
+      Floats y(static_cast<size_t>(n * w->rows));
+      MatMul(w->View(), s.data(), n, y.data(), kRefExec);
+      const std::vector<double> scale = AbsDot(*w, s, n);
+      e.values.insert(e.values.end(), y.begin(), y.end());
+      e.scale.insert(e.scale.end(), scale.begin(), scale.end());
+    }
+    return e;
+  };
+  return c;
+}
+
+// SwiGlu(gate, up -> gate) MatMul(down, gate -> out), then gate overwritten.
+OpCase FusedSwiGluMatMulCase(int64_t n) {
+  constexpr int64_t kFfn = 512, kDim = 128;
+  OpCase c;
+  c.name = absl::StrCat("Fused_SwiGluMatMul_t", n);
+  c.tol = kMatMulF16Tol;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    const HostWeight hw = MakeWeight(GgmlType::kF16, kDim, kFfn, 7);
+    Dev d(be);
+    const WeightView w = d.Weight(hw);
+    const float* zeros = d.Upload(Floats(size_t(n * kFfn), 0.0f));
+    const Separator sep = MakeSeparator(d);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      float* gate = d.MatMulInput(Uniform(n * kFfn, -8, 8, 8), n, kFfn);
+      const float* up = d.Upload(Uniform(n * kFfn, -3, 3, 9));
+      float* out = d.MatMulOutput(n, kDim);
+      InStep(be, [&] {
+        be.SwiGlu(gate, up, n * kFfn, gate);
+        if (p == 1) sep(be);
+        be.MatMul(w, gate, n, out);
+        if (p == 1) sep(be);
+        be.Add(zeros, zeros, n * kFfn, gate);
+      });
+      parts[p] = d.Read(out, n * kDim);
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    const HostWeight hw = MakeWeight(GgmlType::kF16, kDim, kFfn, 7);
+    Floats gate = Uniform(n * kFfn, -8, 8, 8);
+    const Floats up = Uniform(n * kFfn, -3, 3, 9);
+    SwiGlu(gate.data(), up.data(), n * kFfn, gate.data(), kRefExec);
+    Floats out(static_cast<size_t>(n * kDim));
+    MatMul(hw.View(), gate.data(), n, out.data(), kRefExec);
+    return Expected{out, AbsDot(hw, gate, n)};
+  };
+  return c;
+}
+
+// Rope(q) Rope(k) KvWrite(k, v): q, k and the arena, fused vs split.
+OpCase FusedRopeKvWriteCase() {
+  constexpr int32_t kHeads = 8, kKvHeads = 2, kHeadDim = 64;
+  const RopeParams rope = RopeOf(RopeMode::kNeox, kHeadDim, kHeadDim, 1e4f, 1.0f);
+  const Batch batch = KvBatch();
+  const int64_t n = static_cast<int64_t>(batch.size());
+  const int64_t q_row = int64_t{kHeads} * kHeadDim;
+  const int64_t kv_row = int64_t{kKvHeads} * kHeadDim;
+  OpCase c;
+  c.name = "Fused_RopeKvWrite";
+  c.tol = kRopeTol;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    const Separator sep = MakeSeparator(d);
+    Floats parts[2];
+    for (int p = 0; p < 2; ++p) {
+      KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+      s.kv.base = static_cast<uint16_t*>(
+          d.UploadBytes(s.arena.data(), s.arena.size() * 2));
+      float* q = d.Upload(Uniform(n * q_row, -2, 2, 1));
+      float* k = d.Upload(Uniform(n * kv_row, -2, 2, 2));
+      const float* v = d.Upload(Uniform(n * kv_row, -2, 2, 3));
+      Step st = StepOf(s, batch);
+      st.kv_base = s.kv.base;
+      be.RunStep(st.Inputs(), [&](const StepViews& views) {
+        be.Rope(q, n, kHeads, views.placement.positions, rope);
+        if (p == 1) sep(be);
+        be.Rope(k, n, kKvHeads, views.placement.positions, rope);
+        if (p == 1) sep(be);
+        be.KvWrite(s.kv, 0, views.placement, k, v);
+      });
+      parts[p] = Concat({d.Read(q, n * q_row), d.Read(k, n * kv_row),
+                         d.ReadBits(s.kv.base, s.Elems())});
+    }
+    return Concat({parts[0], parts[1]});
+  };
+  c.reference = [=] {
+    KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+    s.kv.base = s.arena.data();
+    Floats q = Uniform(n * q_row, -2, 2, 1);
+    Floats k = Uniform(n * kv_row, -2, 2, 2);
+    const Floats v = Uniform(n * kv_row, -2, 2, 3);
+    const Step st = StepOf(s, batch);
+    Rope(q.data(), n, kHeads, st.positions.data(), rope, kRefExec);
+    Rope(k.data(), n, kKvHeads, st.positions.data(), rope, kRefExec);
+    KvWrite(s.kv, 0, PlacementOf(st), k.data(), v.data(), kRefExec);
+    // The cache holds f16 bits: compare them exactly (a 1-ulp f32 Rope
+    // difference may still flip an f16 rounding; allow one f16 step there).
+    Floats arena(s.arena.begin(), s.arena.end());
+    Expected e{Concat({q, k}), {}};
+    e.scale = AbsOf(e.values);
+    e.values.insert(e.values.end(), arena.begin(), arena.end());
+    // f16 bits as floats: neighbouring values differ by 1; scale such that
+    // atol + rtol * scale allows a difference of 1.
+    e.scale.insert(e.scale.end(), arena.size(), 1.0 / kRopeTol.rtol);
+    return e;
+  };
+  return c;
+}
+
+std::vector<OpCase> MakeCases() {
+  std::vector<OpCase> c;
+  c.push_back(EmbedCase(GgmlType::kF16, /*bitwise=*/true, kBitwise));
+  c.push_back(EmbedCase(GgmlType::kQ8_0, /*bitwise=*/false, kEmbedQuantTol));
+  c.push_back(RmsNormCase("RmsNorm_d64", 9, 64, false));
+  c.push_back(RmsNormCase("RmsNorm_d4096", 5, 4096, false));
+  // Per head (Qwen3's q_norm): 6 tokens x 8 heads of 128, in place.
+  c.push_back(RmsNormCase("RmsNorm_per_head_in_place", 6 * 8, 128, true));
+  c.push_back(RmsNormCase("RmsNorm_d4096_in_place", 3, 4096, true));
+  const std::pair<GgmlType, Tolerance> kMatMulTypes[] = {
+      {GgmlType::kF16, kMatMulF16Tol},
+      {GgmlType::kBF16, kMatMulBf16Tol},
+      {GgmlType::kQ8_0, kMatMulQuantTol},
+      {GgmlType::kQ4_1, kMatMulQuantTol}};
+  for (const auto& [type, tol] : kMatMulTypes) {
+    for (int64_t n : {1, 7, 64}) c.push_back(MatMulCase(type, n, tol));
+  }
+  c.push_back(AddBiasCase(7, 96, false));
+  c.push_back(AddBiasCase(33, 1000, true));
+  c.push_back(RopeCase("Rope_normal",
+                       RopeOf(RopeMode::kNormal, 64, 64, 1e4f, 1.0f), 4));
+  c.push_back(RopeCase("Rope_neox",
+                       RopeOf(RopeMode::kNeox, 64, 64, 1e4f, 1.0f), 4));
+  c.push_back(RopeCase("Rope_normal_partial_scaled",
+                       RopeOf(RopeMode::kNormal, 128, 32, 5e5f, 0.5f), 3));
+  c.push_back(RopeCase("Rope_neox_partial_scaled",
+                       RopeOf(RopeMode::kNeox, 128, 64, 1e6f, 0.25f), 3));
+  for (bool attention : {false, true}) {
+    c.push_back(KvCase(8, 2, 64, attention));   // GQA 4
+    c.push_back(KvCase(6, 2, 128, attention));  // GQA 3
+  }
+  c.push_back(SwiGluCase(3 * 1000 + 7));
+  c.push_back(AddCase(4099, 0));
+  c.push_back(AddCase(4099, 1));
+  c.push_back(AddCase(4099, 2));
+  c.push_back(GatherRowsCase());
+  c.push_back(MatMulInvarianceCase(GgmlType::kF16, kMatMulF16Tol));
+  c.push_back(MatMulInvarianceCase(GgmlType::kBF16, kMatMulBf16Tol));
+  c.push_back(MatMulInvarianceCase(GgmlType::kQ8_0, kMatMulQuantTol));
+  c.push_back(RmsNormInvarianceCase());
+  c.push_back(RopeInvarianceCase());
+  c.push_back(AttentionInvarianceCase());
+  c.push_back(AddBiasInvarianceCase());
+  c.push_back(FusedAddNormMatMulsCase(7));
+  c.push_back(FusedAddNormMatMulsCase(70));
+  c.push_back(FusedSwiGluMatMulCase(7));
+  c.push_back(FusedRopeKvWriteCase());
+  return c;
+}
+
+const std::vector<OpCase>& Cases() {
+  static const std::vector<OpCase>* cases = new std::vector<OpCase>(MakeCases());
+  return *cases;
+}
+
+std::vector<std::string> CaseNames() {
+  std::vector<std::string> names;
+  for (const OpCase& c : Cases()) names.push_back(c.name);
+  return names;
+}
+
+const OpCase& CaseNamed(const std::string& name) {
+  for (const OpCase& c : Cases()) {
+    if (c.name == name) return c;
+  }
+  ADD_FAILURE() << "no case " << name;
+  std::abort();
+}
+
+// ---- Comparison ----
+
+uint32_t Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+void ExpectBitwise(const Floats& got, const Floats& want,
+                   const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int64_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (Bits(got[i]) != Bits(want[i]) && bad++ == 0) {
+      first = absl::StrCat("index ", i, ": got ", got[i], " (0x",
+                           absl::Hex(Bits(got[i])), ") want ", want[i], " (0x",
+                           absl::Hex(Bits(want[i])), ")");
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size()
+                    << " elements differ; first at " << first;
+}
+
+void ExpectClose(const Floats& got, const Expected& want, Tolerance tol,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.values.size()) << what;
+  double worst = 0;
+  size_t worst_i = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double w = want.values[i];
+    const double scale = want.scale.empty() ? std::fabs(w) : want.scale[i];
+    double r = std::fabs(double{got[i]} - w) / (tol.atol + tol.rtol * scale);
+    if (got[i] == want.values[i]) r = 0;  // also equal infinities
+    if (!(r <= 1e30)) r = 1e30;           // NaN
+    if (r > worst) {
+      worst = r;
+      worst_i = i;
+    }
+  }
+  EXPECT_LE(worst, 1.0) << what << ": worst at index " << worst_i << ": got "
+                        << got[worst_i] << " want " << want.values[worst_i]
+                        << " (ratio to tolerance " << worst << ")";
+}
+
+// ---- The tests ----
+
+class BackendOpsTest
+    : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    BackendOptions o;
+    o.device = std::get<0>(GetParam());
+    o.n_threads = 3;
+    o.cuda_graphs = false;
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateBackend(o);
+    if (!b.ok()) {
+      ASSERT_NE(o.device, "cpu") << b.status();
+      GTEST_SKIP() << "no " << o.device << " backend: " << b.status();
+    }
+    backend_ = *std::move(b);
+  }
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(BackendOpsTest, MatchesCpuReference) {
+  const OpCase& c = CaseNamed(std::get<1>(GetParam()));
+  const bool cpu = backend_->name() == "cpu";
+  const Floats got = c.run(*backend_);
+  ASSERT_EQ(got.size() % size_t(c.parts), 0u);
+  const size_t len = got.size() / size_t(c.parts);
+  const Floats first(got.begin(), got.begin() + len);
+  for (int p = 1; p < c.parts; ++p) {
+    ExpectBitwise(Floats(got.begin() + p * len, got.begin() + (p + 1) * len),
+                  first, absl::StrCat(c.name, ": part ", p, " vs part 0"));
+  }
+  const Expected want = c.reference();
+  if (c.bitwise || cpu) {
+    ExpectBitwise(first, want.values, c.name + " vs the CPU reference");
+  } else {
+    ExpectClose(first, want, c.tol, c.name + " vs the CPU reference");
+  }
+}
+
+std::string ParamName(
+    const ::testing::TestParamInfo<BackendOpsTest::ParamType>& info) {
+  return std::get<1>(info.param);
+}
+
+// One instantiation per backend, so that a backend's cases can be selected
+// by name (tests/kernels/CMakeLists.txt registers cuda/* again as gpu).
+INSTANTIATE_TEST_SUITE_P(cpu, BackendOpsTest,
+                         ::testing::Combine(::testing::Values("cpu"),
+                                            ::testing::ValuesIn(CaseNames())),
+                         ParamName);
+INSTANTIATE_TEST_SUITE_P(cuda, BackendOpsTest,
+                         ::testing::Combine(::testing::Values("cuda"),
+                                            ::testing::ValuesIn(CaseNames())),
+                         ParamName);
+
+// The table itself: every op of the interface is covered.
+TEST(BackendOpsTableTest, CoversEveryOp) {
+  const char* ops[] = {"Embed_",  "RmsNorm_", "MatMul_",  "AddBias_",
+                       "Rope_",   "KvWrite_", "Attention_", "SwiGlu_",
+                       "Add_",    "GatherRows"};
+  for (const char* op : ops) {
+    bool found = false;
+    for (const OpCase& c : Cases()) found = found || c.name.rfind(op, 0) == 0;
+    EXPECT_TRUE(found) << op;
+  }
+}
+
+}  // namespace
+}  // namespace kvsession::kernels
