@@ -2,7 +2,9 @@
 // projections and the Q8_0 output head, decode (1 token) and prefill (512).
 // items_per_second counts multiply-accumulates (rows * cols * tokens).
 // BM_MatMulSquare compares the quantized types on 2048 x 2048 weights, K-quants
-// also through the dequantize + f32 path they took before matmul_k.cc.
+// also through the dequantize + f32 path they took before matmul_k.cc and
+// (decode) through the unpack-then-dot kernel before the fused one;
+// BM_MatMulKPath compares the K-quant paths at small token counts.
 //
 //   kvsession-matmul-benchmark --benchmark_filter=...
 #include <cstdint>
@@ -82,45 +84,80 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
 
-// Args: type, n_tokens, threads, f32 (1: the dequantize + f32 dot path).
+// Args: type, n_tokens, threads, path: 0 MatMul; K-quants also 1 (the
+// dequantize + f32 dot path) and 2 (kUnpackOne: each super-block unpacked
+// to memory, then dotted; the decode path before the fused kernels).
 void BM_MatMulSquare(benchmark::State& state) {
   constexpr int64_t kN = 2048;
   const auto type = static_cast<GgmlType>(state.range(0));
   const int64_t n_tokens = state.range(1);
   const CpuExec exec{static_cast<int>(state.range(2))};
-  const bool via_f32 = state.range(3) != 0;
+  const int64_t path = state.range(3);
   const Matrix m = MakeMatrix(type, kN, kN, 1);
   const std::vector<float> x = Activations(n_tokens * kN, 2);
   std::vector<float> out(static_cast<size_t>(n_tokens * kN));
   for (auto _ : state) {
-    if (via_f32) {
+    if (path == 1) {
       matmul_internal::MatMulViaF32(m.view, x.data(), n_tokens, out.data(),
                                     exec);
+    } else if (path == 2) {
+      matmul_internal::MatMulKPath(m.view, x.data(), n_tokens, out.data(), exec,
+                                   matmul_internal::KPath::kUnpackOne);
     } else {
       MatMul(m.view, x.data(), n_tokens, out.data(), exec);
     }
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * kN * kN * n_tokens);
-  state.SetLabel(std::string(TypeName(type)) + (via_f32 ? " f32" : ""));
+  static const char* const kPathNames[] = {"", " f32", " unpack1"};
+  state.SetLabel(std::string(TypeName(type)) + kPathNames[path]);
 }
 
 void MatMulSquareArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "tokens", "threads", "f32"});
+  b->ArgNames({"type", "tokens", "threads", "path"});
   for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
                      GgmlType::kQ5_K, GgmlType::kQ6_K}) {
-    const bool k =
-        t == GgmlType::kQ4_K || t == GgmlType::kQ5_K || t == GgmlType::kQ6_K;
+    const bool k = matmul_internal::IsKQuant(t);
     for (int64_t tokens : {1, 64}) {
       for (int64_t threads : {1, 2}) {
-        for (int64_t f32 = 0; f32 <= (k ? 1 : 0); ++f32) {
-          b->Args({static_cast<int64_t>(t), tokens, threads, f32});
+        for (int64_t path = 0; path <= (k ? 2 : 0); ++path) {
+          if (path == 2 && tokens > matmul_internal::kKFusedMaxTokens) continue;
+          b->Args({static_cast<int64_t>(t), tokens, threads, path});
         }
       }
     }
   }
 }
 BENCHMARK(BM_MatMulSquare)->Apply(MatMulSquareArgs)->UseRealTime();
+
+// K-quant paths (matmul_internal::KPath) at small token counts, 2048 x
+// 2048, one thread: where kFused stops beating kPanel (kKFusedMaxTokens).
+// Args: type, n_tokens, path (1 kFused, 2 kPanel, 3 kUnpackOne).
+void BM_MatMulKPath(benchmark::State& state) {
+  constexpr int64_t kN = 2048;
+  const auto type = static_cast<GgmlType>(state.range(0));
+  const int64_t n_tokens = state.range(1);
+  const auto path = static_cast<matmul_internal::KPath>(state.range(2));
+  const Matrix m = MakeMatrix(type, kN, kN, 1);
+  const std::vector<float> x = Activations(n_tokens * kN, 2);
+  std::vector<float> out(static_cast<size_t>(n_tokens * kN));
+  for (auto _ : state) {
+    matmul_internal::MatMulKPath(m.view, x.data(), n_tokens, out.data(),
+                                 CpuExec{1}, path);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * kN * kN * n_tokens);
+  static const char* const kNames[] = {"auto", "fused", "panel", "unpack1"};
+  state.SetLabel(std::string(TypeName(type)) + " " + kNames[state.range(2)]);
+}
+BENCHMARK(BM_MatMulKPath)
+    ->ArgNames({"type", "tokens", "path"})
+    ->ArgsProduct({{static_cast<int64_t>(GgmlType::kQ4_K),
+                    static_cast<int64_t>(GgmlType::kQ5_K),
+                    static_cast<int64_t>(GgmlType::kQ6_K)},
+                   {1, 2, 3, 4, 5, 8, 16},
+                   {1, 2, 3}})
+    ->UseRealTime();
 
 // One decode step's matmuls over all 30 layers plus the head, every layer
 // with its own weights (~96 MB) so they stream from memory as in a real

@@ -417,7 +417,8 @@ void RunFloat(const WeightView& w, const float* x, const Range& range,
 
 // MatMul through the path of `kind` (KindOf(w.type) but for MatMulViaF32).
 void MatMulAs(const WeightView& w, const float* x, int64_t n_tokens, float* out,
-              const CpuExec& exec, Kind kind) {
+              const CpuExec& exec, Kind kind,
+              matmul_internal::KPath kpath = matmul_internal::KPath::kAuto) {
   if (n_tokens <= 0 || w.rows <= 0) return;
   const TypeTraits& traits = Traits(w.type);
   KVS_CHECK(w.cols > 0 && w.cols % traits.block_elems == 0)
@@ -436,7 +437,7 @@ void MatMulAs(const WeightView& w, const float* x, int64_t n_tokens, float* out,
       if (kind == Kind::kFloat) {
         RunFloat(w, x, range, out);
       } else if (kind == Kind::kKQuant) {
-        matmul_internal::RunKQuant(w, x, range, out);
+        matmul_internal::RunKQuant(w, x, range, out, kpath);
       } else {
         RunQuantized(w, x, kind, range, out);
       }
@@ -455,6 +456,13 @@ void matmul_internal::MatMulViaF32(const WeightView& w, const float* x,
                                    int64_t n_tokens, float* out,
                                    const CpuExec& exec) {
   MatMulAs(w, x, n_tokens, out, exec, Kind::kFloat);
+}
+
+void matmul_internal::MatMulKPath(const WeightView& w, const float* x,
+                                  int64_t n_tokens, float* out,
+                                  const CpuExec& exec, KPath path) {
+  KVS_CHECK(IsKQuant(w.type)) << Traits(w.type).name;
+  MatMulAs(w, x, n_tokens, out, exec, Kind::kKQuant, path);
 }
 
 }  // namespace kvsession::kernels

@@ -64,8 +64,26 @@ inline Range ThreadRange(const WeightView& w, int64_t n_tokens,
 // one thread's range. Row panels of kKPanelRows rows.
 inline constexpr int64_t kKPanelRows = 6;
 bool IsKQuant(GgmlType type);
+
+// Which K-quant kernel runs a range. Every path computes the same exact
+// integer sums per super-block and the same KStep sequence, so all give the
+// same bits; MatMul uses kAuto. The others are for tests and benchmarks.
+enum class KPath {
+  kAuto,       // kFused up to kKFusedMaxTokens tokens, kPanel above
+  kFused,      // weights decoded in registers, shared by up to 4 tokens
+               // (more tokens: in groups of 4, each decoding the row again)
+  kPanel,      // a panel unpacked to KUnpacked once, register tiles over it
+  kUnpackOne,  // each super-block unpacked to a KUnpacked and used at once
+               // (the decode path before the fused kernels)
+};
+// Measured (2048 x 2048, one thread): kFused beats kPanel up to 8 tokens,
+// ties at 16; kPanel's unpack (~1 ms for the matrix) amortizes above.
+inline constexpr int64_t kKFusedMaxTokens = 8;
 void RunKQuant(const WeightView& w, const float* x, const Range& range,
-               float* out);
+               float* out, KPath path = KPath::kAuto);
+// MatMul of K-quant weights through `path` (threads as MatMul's).
+void MatMulKPath(const WeightView& w, const float* x, int64_t n_tokens,
+                 float* out, const CpuExec& exec, KPath path);
 
 // matmul.cc: MatMul through the dequantize + f32 dot path whatever the type
 // (the path K-quants took before matmul_k.cc; kept for benchmarks).

@@ -8,8 +8,11 @@
 // sequences run side by side; threads split rows and tokens (ThreadRange).
 //
 // Prefill unpacks a panel of kKPanelRows rows once per thread and call and
-// streams the thread's tokens past it in kKMr x kKNr tiles; decode (<= 2
-// tokens) unpacks each super-block into a local buffer and uses it at once.
+// streams the thread's tokens past it in kKMr x kKNr tiles. Decode (<=
+// kKFusedMaxTokens tokens) decodes each weight super-block in registers
+// (qdot_k::FusedSums) and shares it between the tokens, nothing stored; both
+// produce the same integers, hence the same bits (KPath selects a path for
+// tests and benchmarks).
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -29,7 +32,6 @@ using qdot_k::KUnpacked;
 
 constexpr int kKMr = 3;  // rows per register tile (divides kKPanelRows)
 constexpr int kKNr = 3;  // tokens per register tile
-constexpr int kKFusedMaxTokens = 2;
 static_assert(kKPanelRows % kKMr == 0);
 
 thread_local Scratch tls_k_acts;
@@ -68,9 +70,11 @@ void TileK(const KUnpacked* w, const BlockQ8K* a, int64_t nb, float* res) {
   for (int i = 0; i < R * T; ++i) res[i] = acc[i];
 }
 
-// One row, T <= 2 tokens, each super-block unpacked and used at once.
+// One row, T tokens, each super-block unpacked to a KUnpacked and used at
+// once (the decode path before FusedK; kept for KPath::kUnpackOne).
 template <typename Block, int T>
-void FusedK(const uint8_t* row, const BlockQ8K* a, int64_t nb, float* res) {
+void UnpackOneK(const uint8_t* row, int64_t /*row_bytes*/, const BlockQ8K* a,
+                int64_t nb, float* res) {
   const auto* x = reinterpret_cast<const Block*>(row);
   KUnpacked u;
   float acc[T] = {};
@@ -85,8 +89,37 @@ void FusedK(const uint8_t* row, const BlockQ8K* a, int64_t nb, float* res) {
   for (int t = 0; t < T; ++t) res[t] = acc[t];
 }
 
+// R rows (row_bytes apart) x T tokens, weights decoded in registers
+// (flatten: FusedSums inlined, its sums kept in registers).
+template <typename Block, int R, int T>
+[[gnu::flatten]] void FusedK(const uint8_t* row, int64_t row_bytes,
+                             const BlockQ8K* a, int64_t nb, float* res) {
+  float acc[R * T] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* wb = row + b * static_cast<int64_t>(sizeof(Block));
+    KSums s[R * T];
+    qdot_k::FusedSums<Block, R, T>(wb, row_bytes, a + b, nb, s);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const auto& xb = *reinterpret_cast<const Block*>(wb + r * row_bytes);
+      const float d = qdot_k::BlockD(xb);
+      const float dmin = qdot_k::BlockDmin(xb);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        acc[r * T + t] = qdot_k::KStep<Block>(d, dmin, a[t * nb + b].d,
+                                              s[r * T + t], acc[r * T + t]);
+      }
+    }
+  }
+  for (int i = 0; i < R * T; ++i) res[i] = acc[i];
+}
+
+constexpr int kKFusedRows = 1;    // rows per fused tile (2 measured no faster)
+constexpr int kKFusedTokens = 4;  // tokens per fused tile
+
 using TileFn = void (*)(const KUnpacked*, const BlockQ8K*, int64_t, float*);
-using FusedFn = void (*)(const uint8_t*, const BlockQ8K*, int64_t, float*);
+using FusedFn = void (*)(const uint8_t*, int64_t, const BlockQ8K*, int64_t,
+                         float*);
 using UnpackFn = void (*)(const uint8_t*, int64_t, KUnpacked*);
 
 template <typename Block>
@@ -97,22 +130,26 @@ void UnpackRow(const uint8_t* row, int64_t nb, KUnpacked* u) {
 
 struct KType {
   UnpackFn unpack;
-  std::array<TileFn, kKMr * kKNr> tiles;  // [R - 1][T - 1]
-  std::array<FusedFn, kKFusedMaxTokens> fused;
+  std::array<TileFn, kKMr * kKNr> tiles;                   // [R - 1][T - 1]
+  std::array<FusedFn, kKFusedRows * kKFusedTokens> fused;  // [R - 1][T - 1]
+  std::array<FusedFn, kKFusedTokens> unpack_one;           // [T - 1]
 };
 
-template <typename Block, size_t... I, size_t... J>
-constexpr KType MakeKType(std::index_sequence<I...>,
-                          std::index_sequence<J...>) {
+template <typename Block, size_t... I, size_t... J, size_t... K>
+constexpr KType MakeKType(std::index_sequence<I...>, std::index_sequence<J...>,
+                          std::index_sequence<K...>) {
   return {&UnpackRow<Block>,
           {&TileK<Block, static_cast<int>(I / kKNr) + 1,
                   static_cast<int>(I % kKNr) + 1>...},
-          {&FusedK<Block, static_cast<int>(J) + 1>...}};
+          {&FusedK<Block, static_cast<int>(J / kKFusedTokens) + 1,
+                   static_cast<int>(J % kKFusedTokens) + 1>...},
+          {&UnpackOneK<Block, static_cast<int>(K) + 1>...}};
 }
 template <typename Block>
 constexpr KType kKType =
     MakeKType<Block>(std::make_index_sequence<kKMr * kKNr>(),
-                     std::make_index_sequence<kKFusedMaxTokens>());
+                     std::make_index_sequence<kKFusedRows * kKFusedTokens>(),
+                     std::make_index_sequence<kKFusedTokens>());
 
 const KType& KTypeOf(GgmlType type) {
   switch (type) {
@@ -125,17 +162,40 @@ const KType& KTypeOf(GgmlType type) {
   }
 }
 
+// Rows in tiles of kKFusedRows, tokens in groups of kKFusedTokens (decode
+// has one group); each row's bytes stream from memory once per group.
 void RunFused(const WeightView& w, const KType& kt, const BlockQ8K* acts,
-              const Range& range, float* out) {
+              const Range& range, bool unpack_one, float* out) {
   const int64_t n_tok = range.t1 - range.t0;
   const int64_t nb = w.cols / kQkK;
   const auto* wbase = static_cast<const uint8_t*>(w.data);
-  float res[kKFusedMaxTokens];
-  for (int64_t r = range.r0; r < range.r1; ++r) {
-    kt.fused[n_tok - 1](wbase + r * static_cast<int64_t>(w.row_bytes), acts, nb,
-                        res);
-    for (int64_t t = 0; t < n_tok; ++t) {
-      out[(range.t0 + t) * w.rows + r] = res[t];
+  const auto row_bytes = static_cast<int64_t>(w.row_bytes);
+  const int64_t step = unpack_one ? 1 : kKFusedRows;
+  float res[kKFusedRows * kKFusedTokens];
+  for (int64_t r0 = range.r0; r0 < range.r1; r0 += step) {
+    const int nr = static_cast<int>(std::min<int64_t>(step, range.r1 - r0));
+#if KVS_CPU_AVX2
+    // Help the hardware prefetcher with the rows kKPrefetchRows ahead.
+    constexpr int64_t kKPrefetchRows = 2;
+    const uint8_t* end = wbase + range.r1 * row_bytes;
+    const uint8_t* ahead = wbase + (r0 + kKPrefetchRows) * row_bytes;
+    for (int64_t off = 0; off < nr * row_bytes && ahead + off < end;
+         off += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + off), _MM_HINT_T0);
+    }
+#endif
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kKFusedTokens) {
+      const int nt =
+          static_cast<int>(std::min<int64_t>(kKFusedTokens, n_tok - t0));
+      const FusedFn fn = unpack_one
+                             ? kt.unpack_one[nt - 1]
+                             : kt.fused[(nr - 1) * kKFusedTokens + (nt - 1)];
+      fn(wbase + r0 * row_bytes, row_bytes, acts + t0 * nb, nb, res);
+      for (int r = 0; r < nr; ++r) {
+        for (int t = 0; t < nt; ++t) {
+          out[(range.t0 + t0 + t) * w.rows + r0 + r] = res[r * nt + t];
+        }
+      }
     }
   }
 }
@@ -148,12 +208,17 @@ bool IsKQuant(GgmlType type) {
 }
 
 void RunKQuant(const WeightView& w, const float* x, const Range& range,
-               float* out) {
+               float* out, KPath path) {
   const int64_t n_tok = range.t1 - range.t0;
   const int64_t nb = w.cols / kQkK;
   const BlockQ8K* acts = QuantizeActs(x + range.t0 * w.cols, n_tok, w.cols);
   const KType& kt = KTypeOf(w.type);
-  if (n_tok <= kKFusedMaxTokens) return RunFused(w, kt, acts, range, out);
+  if (path == KPath::kAuto) {
+    path = n_tok <= kKFusedMaxTokens ? KPath::kFused : KPath::kPanel;
+  }
+  if (path != KPath::kPanel) {
+    return RunFused(w, kt, acts, range, path == KPath::kUnpackOne, out);
+  }
 
   auto* panel = static_cast<KUnpacked*>(tls_k_panel.Get(
       static_cast<size_t>(kKPanelRows * nb) * sizeof(KUnpacked)));

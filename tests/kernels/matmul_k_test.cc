@@ -10,7 +10,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/matmul_internal.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/qdot_k.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "kernels/cpu/simd.h"
 #include "tests/kernels/naive_ops.h"
 #ifndef KVSESSION_PORTABLE_VARIANT
@@ -248,6 +251,224 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(std::get<2>(info.param));
     });
 
+// ---- Fused decode (qdot_k::FusedSums) vs unpacked (Unpack + Sums) ----
+
+// A finite f16 (exponent 31 = inf/nan avoided), or one of the extremes.
+uint16_t RandomHalf(std::mt19937& rng) {
+  static constexpr uint16_t kEdge[] = {0x7BFF, 0xFBFF, 0x0001, 0x8001,
+                                       0x0400, 0x3C00, 0x0000};
+  const uint32_t v = rng();
+  if (v % 4 == 0) return kEdge[(v >> 2) % 7];
+  uint16_t h = uint16_t(v >> 8);
+  if (((h >> 10) & 31) == 31) h &= 0xBFFF;
+  return h;
+}
+
+// n super-blocks of `type` (raw bytes): each field independently random or
+// extreme: all-0xFF quant bytes (Q4_K nibbles 15, Q5_K values 31, Q6_K
+// values 63), all zero, all-0xFF scale bytes (6-bit scales and mins 63),
+// Q6_K scales -128 / 127, f16 d and dmin at +-65504, subnormal, zero.
+std::vector<uint8_t> KBlocks(GgmlType type, int64_t n, std::mt19937& rng) {
+  const size_t bytes = size_t(Traits(type).block_bytes);
+  std::vector<uint8_t> out(bytes * size_t(n));
+  auto fill = [&](uint8_t* p, size_t len, bool q6_scales) {
+    const uint32_t mode = rng() % 5;
+    for (size_t i = 0; i < len; ++i) {
+      uint8_t v = uint8_t(rng());
+      if (mode == 1) v = 0xFF;
+      if (mode == 2) v = 0x00;
+      if (mode == 3) v = q6_scales ? 0x80 : 0xFF;  // -128
+      if (mode == 4 && q6_scales) v = 0x7F;
+      p[i] = v;
+    }
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    uint8_t* b = out.data() + bytes * size_t(i);
+    if (type == GgmlType::kQ6_K) {
+      fill(b, 128, false);       // ql
+      fill(b + 128, 64, false);  // qh
+      fill(b + 192, 16, true);   // scales
+      Put16(b + 208, RandomHalf(rng));
+    } else {
+      Put16(b, RandomHalf(rng));
+      Put16(b + 2, RandomHalf(rng));
+      fill(b + 4, 12, false);  // scales and mins
+      if (type == GgmlType::kQ5_K) {
+        fill(b + 16, 32, false);  // qh
+        fill(b + 48, 128, false);
+      } else {
+        fill(b + 16, 128, false);
+      }
+    }
+  }
+  return out;
+}
+
+// A Q8_K block: random, all -128, all 127, or alternating -128 / 127;
+// bsums consistent with qs.
+BlockQ8K RandomQ8K(std::mt19937& rng) {
+  BlockQ8K a;
+  const uint32_t mode = rng() % 4;
+  for (int k = 0; k < kQk; ++k) {
+    int v = int(rng() % 256) - 128;
+    if (mode == 1) v = -128;
+    if (mode == 2) v = 127;
+    if (mode == 3) v = k % 2 ? 127 : -128;
+    a.qs[k] = int8_t(v);
+  }
+  for (int g = 0; g < kQk / 16; ++g) {
+    int sum = 0;
+    for (int k = 16 * g; k < 16 * g + 16; ++k) sum += a.qs[k];
+    a.bsums[g] = int16_t(sum);
+  }
+  a.d = float(rng() % 1000 + 1) / 4096.0f;
+  return a;
+}
+
+// isum and msum of the header comment of qdot_k.h, from the ggml bit layout
+// directly (no KUnpacked).
+qdot_k::KSums NaiveKSums(GgmlType type, const uint8_t* b, const BlockQ8K& a) {
+  int64_t isum = 0, msum = 0;
+  if (type == GgmlType::kQ6_K) {
+    for (int e = 0; e < kQk; ++e) {
+      const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+      const int low = (b[64 * h + 32 * (k % 2) + l] >> (k >= 2 ? 4 : 0)) & 15;
+      const int top = (b[128 + 32 * h + l] >> (2 * k)) & 3;
+      isum += int64_t(int8_t(b[192 + e / 16])) * (low | (top << 4)) * a.qs[e];
+    }
+    for (int g = 0; g < 16; ++g) msum += 32 * int8_t(b[192 + g]) * a.bsums[g];
+  } else {
+    const bool q5 = type == GgmlType::kQ5_K;
+    const uint8_t* qs = b + (q5 ? 48 : 16);
+    for (int e = 0; e < kQk; ++e) {
+      const int j = e / 32;
+      int q = (qs[32 * (e / 64) + e % 32] >> (4 * (j % 2))) & 15;
+      if (q5) q |= ((b[16 + e % 32] >> j) & 1) << 4;
+      uint8_t sc, m;
+      Q4KScaleMin(b + 4, j, &sc, &m);
+      isum += int64_t(sc) * q * a.qs[e];
+    }
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      Q4KScaleMin(b + 4, j, &sc, &m);
+      msum += int64_t(m) * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+    }
+  }
+  // The int32 bound the kernels rely on.
+  EXPECT_LT(std::abs(isum) + std::abs(msum), int64_t{1} << 30);
+  return {int32_t(isum), int32_t(msum)};
+}
+
+template <typename Block, int R, int T>
+void ExpectFusedSumsExact(GgmlType type, uint32_t seed) {
+  std::mt19937 rng(seed);
+  constexpr int kTrials = 200;
+  const size_t bytes = sizeof(Block);
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const std::vector<uint8_t> w = KBlocks(type, R, rng);
+    BlockQ8K a[T];
+    for (BlockQ8K& x : a) x = RandomQ8K(rng);
+    qdot_k::KSums fused[R * T];
+    qdot_k::FusedSums<Block, R, T>(w.data(), int64_t(bytes), a, 1, fused);
+    for (int r = 0; r < R; ++r) {
+      qdot_k::KUnpacked u;
+      qdot_k::Unpack(*reinterpret_cast<const Block*>(w.data() + r * bytes), &u);
+      qdot_k::KSums unpacked[T];
+      qdot_k::Sums<1, T>(&u, 0, a, 1, unpacked);
+      for (int t = 0; t < T; ++t) {
+        const qdot_k::KSums want = NaiveKSums(type, w.data() + r * bytes, a[t]);
+        ASSERT_EQ(want.isum, unpacked[t].isum) << "trial " << trial;
+        ASSERT_EQ(want.msum, unpacked[t].msum) << "trial " << trial;
+        const qdot_k::KSums f = fused[r * T + t];
+        if (type == GgmlType::kQ6_K) {  // folded: {isum - msum, 0}
+          ASSERT_EQ(want.isum - want.msum, f.isum) << "trial " << trial;
+          ASSERT_EQ(0, f.msum) << "trial " << trial;
+        } else {
+          ASSERT_EQ(want.isum, f.isum) << "trial " << trial << " r " << r;
+          ASSERT_EQ(want.msum, f.msum) << "trial " << trial << " r " << r;
+        }
+      }
+    }
+  }
+}
+
+template <typename Block>
+void ExpectFusedSumsExactAllTiles(GgmlType type) {
+  ExpectFusedSumsExact<Block, 1, 1>(type, 1);
+  ExpectFusedSumsExact<Block, 1, 2>(type, 2);
+  ExpectFusedSumsExact<Block, 1, 3>(type, 3);
+  ExpectFusedSumsExact<Block, 1, 4>(type, 4);
+  ExpectFusedSumsExact<Block, 2, 1>(type, 5);
+  ExpectFusedSumsExact<Block, 2, 2>(type, 6);
+}
+
+TEST(MatMulKFusedTest, Q4_KSumsEqualUnpackedAndNaive) {
+  ExpectFusedSumsExactAllTiles<BlockQ4K>(GgmlType::kQ4_K);
+}
+TEST(MatMulKFusedTest, Q5_KSumsEqualUnpackedAndNaive) {
+  ExpectFusedSumsExactAllTiles<BlockQ5K>(GgmlType::kQ5_K);
+}
+TEST(MatMulKFusedTest, Q6_KSumsEqualUnpackedAndNaive) {
+  ExpectFusedSumsExactAllTiles<BlockQ6K>(GgmlType::kQ6_K);
+}
+
+// Weights from KBlocks, activations with constant tokens (every Q8_K value
+// -128) among random ones.
+Problem MakeExtremeProblem(GgmlType type, int64_t rows, int64_t cols,
+                           int64_t n_tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Problem p;
+  p.w = KBlocks(type, rows * cols / kQk, rng);
+  p.view = {type, p.w.data(), rows, cols, naive::RowBytes(type, cols)};
+  p.x = naive::RandomFloats(n_tokens * cols, -2.0f, 2.0f, rng);
+  for (int64_t t = 0; t < n_tokens; t += 3) {
+    for (int64_t k = 0; k < cols; ++k)
+      p.x[size_t(t * cols + k)] = t % 2 ? 1.5f : -0.75f;
+  }
+  return p;
+}
+
+class MatMulKPathTest : public ::testing::TestWithParam<GgmlType> {};
+
+// Every KPath (and MatMul) gives the same bits for any token count and
+// thread count, on random and extreme blocks.
+TEST_P(MatMulKPathTest, AllPathsBitwiseEqual) {
+  using matmul_internal::KPath;
+  const GgmlType type = GetParam();
+  constexpr int64_t kRows = 13, kCols = 768;
+  for (int64_t n_tokens : {1, 2, 3, 4, 5, 6, 8, 9, 17}) {
+    for (bool extreme : {false, true}) {
+      const uint32_t seed = uint32_t(n_tokens) + (extreme ? 1000 : 0);
+      const Problem p =
+          extreme ? MakeExtremeProblem(type, kRows, kCols, n_tokens, seed)
+                  : MakeProblem(type, kRows, kCols, n_tokens, seed);
+      std::vector<float> want(size_t(n_tokens * kRows), NAN);
+      matmul_internal::MatMulKPath(p.view, p.x.data(), n_tokens, want.data(),
+                                   CpuExec{1}, KPath::kPanel);
+      for (KPath path :
+           {KPath::kAuto, KPath::kFused, KPath::kPanel, KPath::kUnpackOne}) {
+        for (int threads : {1, 2}) {
+          std::vector<float> got(want.size(), NAN);
+          matmul_internal::MatMulKPath(p.view, p.x.data(), n_tokens, got.data(),
+                                       CpuExec{threads}, path);
+          ASSERT_EQ(0, std::memcmp(got.data(), want.data(),
+                                   want.size() * sizeof(float)))
+              << n_tokens << " tokens, path " << int(path) << ", " << threads
+              << " threads, extreme " << extreme;
+        }
+      }
+      const std::vector<float> mm = RunMatMul(p.view, p.x.data(), n_tokens, 2);
+      ASSERT_EQ(
+          0, std::memcmp(mm.data(), want.data(), want.size() * sizeof(float)));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(KTypes, MatMulKPathTest,
+                         ::testing::Values(GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K),
+                         naive::TypeParamName());
+
 const GgmlType kInvariantTypes[] = {GgmlType::kQ4_K, GgmlType::kQ5_K,
                                     GgmlType::kQ6_K, GgmlType::kQ5_0};
 
@@ -293,19 +514,26 @@ TEST_P(MatMulPortableTest, Avx2BitwiseEqualsPortable) {
   ASSERT_FALSE(kvs_portable::UsesAvx2());
   const GgmlType type = GetParam();
   constexpr int64_t kRows = 37, kCols = 1024;
-  for (int64_t n_tokens : {1, 2, 5, 40}) {
-    const Problem p =
-        MakeProblem(type, kRows, kCols, n_tokens, uint32_t(n_tokens) + 100);
-    for (int threads : {1, 2}) {
-      const std::vector<float> got =
-          RunMatMul(p.view, p.x.data(), n_tokens, threads);
-      std::vector<float> want(got.size(), NAN);
-      kvs_portable::MatMul(static_cast<uint32_t>(type), p.w.data(), kRows,
-                           kCols, p.view.row_bytes, p.x.data(), n_tokens,
-                           want.data(), threads);
-      ASSERT_EQ(
-          0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
-          << n_tokens << " tokens, " << threads << " threads";
+  const bool k_quant = matmul_internal::IsKQuant(type);
+  for (int64_t n_tokens : {1, 2, 3, 4, 5, 40}) {
+    for (bool extreme : {false, true}) {
+      if (extreme && !k_quant) continue;
+      const uint32_t seed = uint32_t(n_tokens) + 100;
+      const Problem p =
+          extreme ? MakeExtremeProblem(type, kRows, kCols, n_tokens, seed)
+                  : MakeProblem(type, kRows, kCols, n_tokens, seed);
+      for (int threads : {1, 2}) {
+        const std::vector<float> got =
+            RunMatMul(p.view, p.x.data(), n_tokens, threads);
+        std::vector<float> want(got.size(), NAN);
+        kvs_portable::MatMul(static_cast<uint32_t>(type), p.w.data(), kRows,
+                             kCols, p.view.row_bytes, p.x.data(), n_tokens,
+                             want.data(), threads);
+        ASSERT_EQ(
+            0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
+            << n_tokens << " tokens, " << threads << " threads, extreme "
+            << extreme;
+      }
     }
   }
 }
