@@ -29,6 +29,10 @@ import tempfile
 import numpy as np
 from llama_cpp import Llama
 
+# The line format of the default model's reference, shared with it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_reference_logits import N_SAMPLE, prompt_lines  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -77,9 +81,6 @@ CHATS = {
                     {"role": "user", "content": "Write a haiku about the sea."}],
                    {"enable_thinking": False}),
 }
-CONTINUATION = 32
-TOP = 32
-N_SAMPLE = 256
 
 
 def load(path):
@@ -150,25 +151,10 @@ def reference(arch, path, out):
         if (scores.std(axis=1) < 0.1).any():
             sys.exit(f"{arch} prompt {i}: flat logits")
         argmaxes += scores.argmax(axis=1).tolist()
-        lines.append(f"prompt {i} " + " ".join(map(str, tokens)))
-        for p in range(len(tokens)):
-            row = scores[p]
-            top = np.argsort(-row, kind="stable")[:TOP]
-            lines.append(
-                f"pos {p} top " +
-                " ".join(f"{t}:{row[t]:.6f}" for t in top) + " sample " +
-                " ".join(f"{row[t]:.6f}" for t in sample_ids))
-        cont, margins = [], []
-        last = scores[-1]
-        for _ in range(CONTINUATION):
-            tok = int(np.argmax(last))
-            top2 = np.sort(last)[-2:]
-            cont.append(tok)
-            margins.append(float(top2[1] - top2[0]))
-            llm.eval([tok])
-            last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        lines.append("greedy " + " ".join(map(str, cont)))
-        lines.append("margins " + " ".join(f"{m:.4f}" for m in margins))
+        block = prompt_lines(llm, i, tokens, scores, sample_ids)
+        lines += block
+        cont = list(map(int, block[-2].split()[1:]))
+        margins = list(map(float, block[-1].split()[1:]))
         print(f"{arch} prompt {i}: {len(tokens)} tokens, logit std "
               f"{scores.std():.3f}, greedy {cont[:8]}..., min margin "
               f"{min(margins):.4f}", file=sys.stderr)

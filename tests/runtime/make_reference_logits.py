@@ -31,6 +31,34 @@ TOP = 32
 N_SAMPLE = 256
 
 
+def prompt_lines(llm, i, tokens, scores, sample_ids):
+    """The reference lines of prompt i, whose logits llm has just computed
+    (scores): top and sampled logits at every position, then the greedy
+    continuation (which runs llm on) and its top-2 margins."""
+    lines = [f"prompt {i} " + " ".join(map(str, tokens))]
+    for p in range(len(tokens)):
+        row = scores[p]
+        top = np.argsort(-row, kind="stable")[:TOP]
+        lines.append(
+            f"pos {p} top " +
+            " ".join(f"{t}:{row[t]:.6f}" for t in top) + " sample " +
+            " ".join(f"{row[t]:.6f}" for t in sample_ids))
+    cont, margins = [], []
+    last = scores[-1]
+    for _ in range(CONTINUATION):
+        tok = int(np.argmax(last))
+        top2 = np.sort(last)[-2:]
+        cont.append(tok)
+        margins.append(float(top2[1] - top2[0]))
+        llm.eval([tok])
+        last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    lines.append("greedy " + " ".join(map(str, cont)))
+    # The top-1 minus top-2 logit at each greedy step: a step whose margin
+    # is within the two implementations' noise may go either way.
+    lines.append("margins " + " ".join(f"{m:.4f}" for m in margins))
+    return lines
+
+
 def main():
     model, out = sys.argv[1], sys.argv[2]
     llm = Llama(model_path=model, logits_all=True, n_ctx=512, n_batch=512,
@@ -46,27 +74,7 @@ def main():
         llm.reset()
         llm.eval(tokens)
         scores = np.array(llm.scores[:len(tokens)], dtype=np.float32)
-        lines.append(f"prompt {i} " + " ".join(map(str, tokens)))
-        for p in range(len(tokens)):
-            row = scores[p]
-            top = np.argsort(-row, kind="stable")[:TOP]
-            lines.append(
-                f"pos {p} top " +
-                " ".join(f"{t}:{row[t]:.6f}" for t in top) + " sample " +
-                " ".join(f"{row[t]:.6f}" for t in sample_ids))
-        cont, margins = [], []
-        last = scores[-1]
-        for _ in range(CONTINUATION):
-            tok = int(np.argmax(last))
-            top2 = np.sort(last)[-2:]
-            cont.append(tok)
-            margins.append(float(top2[1] - top2[0]))
-            llm.eval([tok])
-            last = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        lines.append("greedy " + " ".join(map(str, cont)))
-        # The top-1 minus top-2 logit at each greedy step: a step whose
-        # margin is within the two implementations' noise may go either way.
-        lines.append("margins " + " ".join(f"{m:.4f}" for m in margins))
+        lines += prompt_lines(llm, i, tokens, scores, sample_ids)
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
