@@ -168,21 +168,8 @@ TEST(MatMulKTest, HandMadeQ5_0Block) {
   EXPECT_EQ(float(want), RunMatMul(view, x.data(), 1, 1)[0]);
 }
 
-struct Problem {
-  std::vector<uint8_t> w;
-  WeightView view;
-  std::vector<float> x;
-};
-
-Problem MakeProblem(GgmlType type, int64_t rows, int64_t cols, int64_t n_tokens,
-                    uint32_t seed) {
-  std::mt19937 rng(seed);
-  Problem p;
-  p.w = naive::RandomWeights(type, rows, cols, rng);
-  p.view = {type, p.w.data(), rows, cols, naive::RowBytes(type, cols)};
-  p.x = naive::RandomFloats(n_tokens * cols, -2.0f, 2.0f, rng);
-  return p;
-}
+using naive::MakeProblem;
+using naive::Problem;
 
 // |dmin * m| of each 32-element sub-block of a Q4_K/Q5_K row (0 for Q6_K).
 std::vector<double> SubBlockMins(GgmlType type, const uint8_t* row,

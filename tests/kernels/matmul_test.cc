@@ -21,21 +21,8 @@ bool IsQuantized32(GgmlType t) {
          t == GgmlType::kQ5_1 || t == GgmlType::kQ8_0;
 }
 
-struct Problem {
-  std::vector<uint8_t> w;
-  WeightView view;
-  std::vector<float> x;
-};
-
-Problem MakeProblem(GgmlType type, int64_t rows, int64_t cols, int64_t n_tokens,
-                    uint32_t seed) {
-  std::mt19937 rng(seed);
-  Problem p;
-  p.w = naive::RandomWeights(type, rows, cols, rng);
-  p.view = {type, p.w.data(), rows, cols, naive::RowBytes(type, cols)};
-  p.x = naive::RandomFloats(n_tokens * cols, -2.0f, 2.0f, rng);
-  return p;
-}
+using naive::MakeProblem;
+using naive::Problem;
 
 std::vector<float> RunMatMul(const WeightView& w, const float* x,
                              int64_t n_tokens, int threads) {

@@ -539,4 +539,14 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
   return out;
 }
 
+Problem MakeProblem(GgmlType type, int64_t rows, int64_t cols,
+                    int64_t n_tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Problem p;
+  p.w = RandomWeights(type, rows, cols, rng);
+  p.view = {type, p.w.data(), rows, cols, RowBytes(type, cols)};
+  p.x = RandomFloats(n_tokens * cols, -2.0f, 2.0f, rng);
+  return p;
+}
+
 }  // namespace kvsession::kernels::naive

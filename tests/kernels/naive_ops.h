@@ -89,6 +89,16 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
                               const TokenPlacement& placement, const float* q,
                               int32_t n_heads, float scale);
 
+// A random weight matrix of `type` and n_tokens random activation rows
+// (values in [-2, 2)), for the MatMul tests.
+struct Problem {
+  std::vector<uint8_t> w;
+  WeightView view;
+  std::vector<float> x;
+};
+Problem MakeProblem(GgmlType type, int64_t rows, int64_t cols,
+                    int64_t n_tokens, uint32_t seed);
+
 }  // namespace kvsession::kernels::naive
 
 #endif  // KVSESSION_TESTS_KERNELS_NAIVE_OPS_H_
