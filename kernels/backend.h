@@ -182,6 +182,10 @@ class Backend {
                          const AttentionParams& params, float* out) = 0;
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
+  virtual void GeGlu(const float* gate, const float* up, int64_t n,
+                     float* out) = 0;
+  // out = x * s (Gemma's embedding scale; out may alias x).
+  virtual void Scale(const float* x, float s, int64_t n, float* out) = 0;
   virtual void Add(const float* a, const float* b, int64_t n, float* out) = 0;
   // dst[i] = src[rows[i]] for rows of `dim` floats; `rows` is the step's
   // logit_rows.

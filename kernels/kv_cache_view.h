@@ -48,7 +48,8 @@ struct KvCacheView {
 
 // Where each token of a batch lives: its absolute position in its sequence
 // and its sequence's block table (block id of positions [i*bs, (i+1)*bs)).
-// A token at position p attends to positions 0..p of its own sequence.
+// A token at position p attends to positions 0..p of its own sequence (the
+// last AttentionParams::window of them on a sliding-window layer).
 struct TokenPlacement {
   int32_t n_tokens = 0;
   const int32_t* positions = nullptr;            // [n_tokens]

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/host_device.h"
+
 namespace kvsession::kernels {
 
 enum class RopeMode {
@@ -22,7 +24,16 @@ struct RopeParams {
 struct AttentionParams {
   int32_t n_heads = 0;  // query heads; n_heads % kv.n_kv_heads == 0 (GQA)
   float scale = 0.0f;   // usually 1/sqrt(head_dim)
+  // > 0: sliding-window attention, a token at position p attends to the
+  // positions (p - window, p] only (llama.cpp's standard SWA mask); the
+  // blocks of earlier positions are never read and may be freed.
+  int32_t window = 0;
 };
+
+// First position a token at `pos` attends to.
+KVS_HOST_DEVICE constexpr int32_t WindowStart(int32_t pos, int32_t window) {
+  return window > 0 && pos >= window ? pos - window + 1 : 0;
+}
 
 // How SampleTokens picks a row's token (kernels/cpu/ops.h has the rule).
 inline constexpr int32_t kMaxSampleTopK = 1024;

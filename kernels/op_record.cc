@@ -66,10 +66,14 @@ int Reads(const OpRecord& op, Range out[2]) {
                           op.kv.head_dim};
       return 1;
     case OpKind::kSwiGlu:
+    case OpKind::kGeGlu:
     case OpKind::kAdd:
       out[0] = {op.a, op.n};
       out[1] = {op.b, op.n};
       return 2;
+    case OpKind::kScale:
+      out[0] = {op.a, op.n};
+      return 1;
     case OpKind::kGatherRows:
       // The rows are known only where the ops run: assume all of the buffer.
       out[0] = {op.a, std::numeric_limits<int32_t>::max()};
@@ -96,6 +100,8 @@ Range Writes(const OpRecord& op, int64_t pad) {
       return {op.out, int64_t{op.placement.n_tokens} * op.attn.n_heads *
                           op.kv.head_dim};
     case OpKind::kSwiGlu:
+    case OpKind::kGeGlu:
+    case OpKind::kScale:
     case OpKind::kAdd:
       return {op.out, op.n};
   }

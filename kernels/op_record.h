@@ -25,6 +25,8 @@ enum class OpKind : uint8_t {
   kKvWrite,     // KV <- (a, b), placement
   kAttention,   // out = attention(a), placement
   kSwiGlu,      // out = silu(a) * b, n elements
+  kGeGlu,       // out = gelu(a) * b, n elements
+  kScale,       // out = a * alpha, n elements
   kAdd,         // out = a + b, n elements
   kGatherRows,  // out = rows `ints` of a, n rows of dim
 };
@@ -43,6 +45,7 @@ struct OpRecord {
   int64_t dim = 0;
   int32_t n_heads = 0;
   float eps = 0.0f;
+  float alpha = 0.0f;  // Scale's factor
   RopeParams rope;
   AttentionParams attn;
 };

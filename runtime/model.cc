@@ -170,6 +170,7 @@ absl::StatusOr<float*> Model::Run(std::span<const SequenceChunk> batch,
   step.kv_base = kv.base;
   be.RunStep(step, [&](const kernels::StepViews& views) {
     be.Embed(token_embd_, views.tokens, T, buf.x);
+    if (c.embed_scale != 1.0f) be.Scale(buf.x, c.embed_scale, T * d, buf.x);
     for (int32_t li = 0; li < c.n_layers; ++li) {
       LayerGraph g(be, c, views, kv, buf, li);
       family_->Layer(g, layers_[li]);

@@ -26,6 +26,23 @@ struct ModelConfig {
   int32_t context_length = 0;
   float rms_eps = 1e-5f;
   kernels::RopeParams rope;
+  // Attention scale; 0: 1 / sqrt(head_dim).
+  float attn_scale = 0.0f;
+  // The embedding rows are multiplied by this (Gemma: sqrt(d_model)).
+  float embed_scale = 1.0f;
+  // Sliding-window attention (Gemma 3): a local layer attends to the last
+  // `sliding_window` positions and rotates with rope_local. With
+  // swa_period n > 0, layer l is local unless l % n == n - 1 (llama.cpp's
+  // swa pattern: Gemma 3 has five local layers, then one global); with 0,
+  // every layer is. sliding_window 0: no local layers.
+  int32_t sliding_window = 0;
+  int32_t swa_period = 0;
+  kernels::RopeParams rope_local;
+
+  bool IsLocalLayer(int32_t layer) const {
+    return sliding_window > 0 &&
+           (swa_period == 0 || layer % swa_period < swa_period - 1);
+  }
 
   // Reads and validates the configuration ({arch}.block_count, ...).
   static absl::StatusOr<ModelConfig> FromGguf(const GgufFile& file);

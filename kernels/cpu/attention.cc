@@ -3,9 +3,11 @@
 // Every (token, head) pair has its own fixed operation order: a score per
 // position (8-lane dot, fixed reduction, times scale), max, exp, an 8-lane
 // sum, probabilities = e * (1 / sum), then V accumulated by fma over
-// positions 0..p in order. Nothing depends on the other tokens of the batch
+// positions lo..p in order (lo = 0, or the window's first position on a
+// sliding-window layer). Nothing depends on the other tokens of the batch
 // or on the thread that runs the pair, so a token's output is bitwise the
-// same in any batch.
+// same in any batch. Blocks wholly before lo are never touched: a store may
+// have freed them.
 //
 // To read K and V less often, a work item is a tile: up to kTileQueries
 // consecutive-position tokens of one sequence and all query heads of one GQA
@@ -89,34 +91,45 @@ inline float RoundToHalf(float x) { return HalfToFloat(FloatToHalf(x)); }
 // points keeps our logits within noise of the reference implementation;
 // the cost is one conversion per element.
 void AttendOne(const KvCacheView& kv, int32_t layer, int32_t kv_head,
-               int32_t pos, const int32_t* table, const float* q_in,
-               float scale, float* q, float* scores, float* out) {
+               int32_t lo, int32_t pos, const int32_t* table,
+               const float* q_in, float scale, float* q, float* scores,
+               float* out) {
   const int32_t hd = kv.head_dim;
   for (int32_t i = 0; i < hd; ++i) q[i] = RoundToHalf(q_in[i]);
   const int32_t bs = kv.block_size;
-  const int64_t n = int64_t{pos} + 1;
-  for (int64_t j0 = 0; j0 < n; j0 += bs) {
-    const int32_t block = table[j0 / bs];
-    KVS_CHECK(block >= 0 && block < kv.num_blocks) << "block " << block;
-    const uint16_t* k = kv.base + kv.Offset(block, layer, 0, kv_head, 0);
-    const int64_t m = std::min<int64_t>(bs, n - j0);
-    float* s = scores + j0;
+  const int64_t end = int64_t{pos} + 1;
+  const int64_t n = end - lo;  // scores[j - lo] is position j's
+  // Runs of positions [j0, j0 + m) within one block.
+  auto for_runs = [&](auto&& f) {
+    for (int64_t j0 = lo; j0 < end;) {
+      const int32_t block = table[j0 / bs];
+      KVS_CHECK(block >= 0 && block < kv.num_blocks) << "block " << block;
+      const int64_t slot = j0 % bs;
+      const int64_t m = std::min<int64_t>(bs - slot, end - j0);
+      f(block, slot, j0 - lo, m);
+      j0 += m;
+    }
+  };
+  for_runs([&](int32_t block, int64_t slot, int64_t off, int64_t m) {
+    const uint16_t* k = kv.base + kv.Offset(block, layer, 0, kv_head, 0) +
+                        slot * hd;
+    float* s = scores + off;
     int64_t i = 0;
     for (; i + 4 <= m; i += 4) simd::DotF32F16x4(q, k + i * hd, hd, hd, s + i);
     for (; i < m; ++i) s[i] = simd::DotF32F16(q, k + i * hd, hd);
     for (i = 0; i < m; ++i) s[i] = s[i] * scale;
-  }
+  });
   float mx = scores[0];
   for (int64_t j = 1; j < n; ++j) mx = std::max(mx, scores[j]);
   ExpShifted(scores, n, mx);
   const float inv = 1.0f / simd::SumF32(scores, n);
   for (int64_t j = 0; j < n; ++j) scores[j] = RoundToHalf(scores[j] * inv);
   std::fill(out, out + hd, 0.0f);
-  for (int64_t j0 = 0; j0 < n; j0 += bs) {
-    const uint16_t* v =
-        kv.base + kv.Offset(table[j0 / bs], layer, 1, kv_head, 0);
-    AccumulateV(scores + j0, v, std::min<int64_t>(bs, n - j0), hd, out);
-  }
+  for_runs([&](int32_t block, int64_t slot, int64_t off, int64_t m) {
+    const uint16_t* v = kv.base + kv.Offset(block, layer, 1, kv_head, 0) +
+                        slot * hd;
+    AccumulateV(scores + off, v, m, hd, out);
+  });
 }
 
 #if KVS_CPU_AVX2
@@ -252,18 +265,31 @@ void ScoreGroup(const float* const* q, int rows, const float* k, int64_t m,
   }
 }
 
-// V rows [0, m[r]) of a chunk into out[r] for `rows` (<= kGroupRows) rows
-// with m[0] <= m[1] <= ...: all rows up to m[0], the others on from there.
-void AccumulateVGroup(const float* const* p, int rows, const int64_t* m,
-                      const float* v, int64_t hd, float* const* out) {
-  int64_t j = 0;
-  for (int first = 0; first < rows; ++first) {
-    if (m[first] <= j) continue;
+// V rows [b[r], e[r]) of a chunk into out[r] for `rows` (<= kGroupRows)
+// rows whose b and e never decrease with r (later rows are the same token
+// or a later one): the rows active at a position are then consecutive, so
+// the chunk goes in segments between the b's and e's, each run for its
+// active rows at once. Every row still adds its positions in order.
+void AccumulateVGroup(const float* const* p, int rows, const int64_t* b,
+                      const int64_t* e, const float* v, int64_t hd,
+                      float* const* out) {
+  int64_t cuts[2 * kGroupRows];
+  std::copy(b, b + rows, cuts);
+  std::copy(e, e + rows, cuts + rows);
+  std::sort(cuts, cuts + 2 * rows);
+  for (int c = 0; c + 1 < 2 * rows; ++c) {
+    const int64_t j = cuts[c];
+    const int64_t count = cuts[c + 1] - j;
+    if (count <= 0) continue;
+    int first = 0;
+    while (first < rows && e[first] <= j) ++first;
+    int last = rows - 1;
+    while (last >= first && b[last] > j) --last;
+    if (first > last) continue;
     const float* pj[kGroupRows];
-    for (int r = first; r < rows; ++r) pj[r - first] = p[r] + j;
+    for (int r = first; r <= last; ++r) pj[r - first] = p[r] + j;
     const float* vj = v + j * hd;
-    const int64_t count = m[first] - j;
-    switch (rows - first) {
+    switch (last - first + 1) {
       case 3:
         AccumulateVHead<3>(pj, vj, count, hd, out + first);
         break;
@@ -274,7 +300,6 @@ void AccumulateVGroup(const float* const* p, int rows, const int64_t* m,
         AccumulateVHead<1>(pj, vj, count, hd, out + first);
         break;
     }
-    j = m[first];
   }
 }
 
@@ -373,12 +398,17 @@ struct TileScratch {
 // All (token, head) rows of one tile and one KV head. Row r is token
 // tile.first + r / group, head kv_head * group + r % group. K and V are read
 // in chunks of whole blocks, about kChunkPositions positions (f32: 16 KiB
-// at head_dim 64), which stay in L1 while every row uses them.
+// at head_dim 64), which stay in L1 while every row uses them. The chunks
+// start at the block of the tile's first window position (`base`); row r
+// attends to [lo(r), end(r)), and its score of position j is at
+// s_row(r)[j - base].
 void AttendTile(const KvCacheView& kv, int32_t layer,
                 const TokenPlacement& placement, const float* q_in,
-                int32_t n_heads, float scale, const Tile& tile, int32_t kv_head,
-                TileScratch& scratch, float* out_all) {
+                const AttentionParams& params, const Tile& tile,
+                int32_t kv_head, TileScratch& scratch, float* out_all) {
   constexpr int64_t kChunkPositions = 64;
+  const int32_t n_heads = params.n_heads;
+  const float scale = params.scale;
   const int64_t hd = kv.head_dim;
   const int32_t bs = kv.block_size;
   const int64_t chunk = bs * std::max<int64_t>(1, kChunkPositions / bs);
@@ -387,15 +417,20 @@ void AttendTile(const KvCacheView& kv, int32_t layer,
   const int32_t* table = placement.block_tables[tile.first];
   const int32_t first_pos = placement.positions[tile.first];
   const int64_t n_max = int64_t{first_pos} + tile.count;  // longest row
+  const int64_t base = WindowStart(first_pos, params.window) / bs * bs;
   // Score blocks of 8 columns may write up to 7 past a row's end.
-  const int64_t stride =
-      (n_max + simd::kLanes - 1) / simd::kLanes * simd::kLanes + simd::kLanes;
+  const int64_t stride = (n_max - base + simd::kLanes - 1) / simd::kLanes *
+                             simd::kLanes +
+                         simd::kLanes;
   scratch.q.resize(static_cast<size_t>(rows * hd));
   scratch.scores.resize(static_cast<size_t>(rows * stride));
   scratch.kv.resize(static_cast<size_t>((chunk + simd::kLanes) * hd));
   float* const kvf = scratch.kv.data();
 
   auto n_of = [&](int32_t r) { return int64_t{first_pos} + r / group + 1; };
+  auto lo_of = [&](int32_t r) -> int64_t {
+    return WindowStart(first_pos + r / group, params.window);
+  };
   auto q_row = [&](int32_t r) { return scratch.q.data() + r * hd; };
   auto s_row = [&](int32_t r) { return scratch.scores.data() + r * stride; };
   auto out_row = [&](int32_t r) {
@@ -408,14 +443,15 @@ void AttendTile(const KvCacheView& kv, int32_t layer,
     RoundToHalfRow<false>(q_in + (out_row(r) - out_all), q_row(r), hd, 0.0f);
   }
 
-  // Scores: K chunk by chunk, every row of the tile against it.
-  for (int64_t j0 = 0; j0 < n_max; j0 += chunk) {
+  // Scores: K chunk by chunk, every row of the tile against it (a row's
+  // scores before its window are computed but never read).
+  for (int64_t j0 = base; j0 < n_max; j0 += chunk) {
     const int64_t m = std::min<int64_t>(chunk, n_max - j0);
     LoadRows(kv, table, layer, 0, kv_head, j0, m, kvf);
     if (j0 + chunk < n_max) {
       PrefetchRows(kv, table, layer, 0, kv_head, j0 + chunk, chunk, n_max);
     } else {
-      PrefetchRows(kv, table, layer, 1, kv_head, 0, chunk, n_max);
+      PrefetchRows(kv, table, layer, 1, kv_head, base, chunk, n_max);
     }
     for (int32_t r = 0; r < rows; r += kGroupRows) {
       const int n = std::min(kGroupRows, rows - r);
@@ -425,23 +461,23 @@ void AttendTile(const KvCacheView& kv, int32_t layer,
       float* sg[kGroupRows];
       for (int i = 0; i < n; ++i) {
         qg[i] = q_row(r + i);
-        sg[i] = s_row(r + i) + j0;
+        sg[i] = s_row(r + i) + (j0 - base);
       }
       ScoreGroup(qg, n, kvf, mr, hd, scale, sg);
     }
   }
 
   for (int32_t r = 0; r < rows; ++r) {
-    float* s = s_row(r);
-    const int64_t n = n_of(r);
+    float* s = s_row(r) + (lo_of(r) - base);
+    const int64_t n = n_of(r) - lo_of(r);
     ExpShifted(s, n, MaxScores(s, n));
     RoundToHalfRow<true>(s, s, n, 1.0f / simd::SumF32(s, n));
     float* o = out_row(r);
     std::fill(o, o + hd, 0.0f);
   }
 
-  // Outputs: V chunk by chunk; each row stops at its own last position.
-  for (int64_t j0 = 0; j0 < n_max; j0 += chunk) {
+  // Outputs: V chunk by chunk; each row adds its own window's positions.
+  for (int64_t j0 = base; j0 < n_max; j0 += chunk) {
     const int64_t m = std::min<int64_t>(chunk, n_max - j0);
     LoadRows(kv, table, layer, 1, kv_head, j0, m, kvf);
     PrefetchRows(kv, table, layer, 1, kv_head, j0 + chunk, chunk, n_max);
@@ -450,13 +486,15 @@ void AttendTile(const KvCacheView& kv, int32_t layer,
       // Later rows are the same token or a later one: never shorter.
       const float* pg[kGroupRows];
       float* og[kGroupRows];
-      int64_t mg[kGroupRows];
+      int64_t bg[kGroupRows];
+      int64_t eg[kGroupRows];
       for (int i = 0; i < n; ++i) {
-        pg[i] = s_row(r + i) + j0;
+        pg[i] = s_row(r + i) + (j0 - base);
         og[i] = out_row(r + i);
-        mg[i] = std::clamp<int64_t>(n_of(r + i) - j0, 0, m);
+        bg[i] = std::clamp<int64_t>(lo_of(r + i) - j0, 0, m);
+        eg[i] = std::clamp<int64_t>(n_of(r + i) - j0, 0, m);
       }
-      AccumulateVGroup(pg, n, mg, kvf, hd, og);
+      AccumulateVGroup(pg, n, bg, eg, kvf, hd, og);
     }
   }
 }
@@ -494,6 +532,7 @@ void Attention(const KvCacheView& kv, int32_t layer,
   KVS_CHECK(layer >= 0 && layer < kv.n_layers) << "layer " << layer;
   KVS_CHECK(n_heads > 0 && kv.n_kv_heads > 0 && n_heads % kv.n_kv_heads == 0)
       << "n_heads " << n_heads << " n_kv_heads " << kv.n_kv_heads;
+  KVS_CHECK(params.window >= 0) << "window " << params.window;
   const int32_t group = n_heads / kv.n_kv_heads;
   const int32_t hd = kv.head_dim;
 #if KVS_CPU_AVX2
@@ -509,8 +548,9 @@ void Attention(const KvCacheView& kv, int32_t layer,
     std::iota(order.begin(), order.end(), 0);
     auto cost = [&](int32_t i) {
       const Tile& tile = tiles[static_cast<size_t>(i)];
+      const int32_t p = placement.positions[tile.first];
       return int64_t{tile.count} *
-             (int64_t{placement.positions[tile.first]} + tile.count);
+             (int64_t{p} + tile.count - WindowStart(p, params.window));
     };
     std::stable_sort(order.begin(), order.end(),
                      [&](int32_t a, int32_t b) { return cost(a) > cost(b); });
@@ -520,7 +560,7 @@ void Attention(const KvCacheView& kv, int32_t layer,
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < n_items; ++item) {
         const Tile& tile = tiles[static_cast<size_t>(order[item % n_tiles])];
-        AttendTile(kv, layer, placement, q, n_heads, params.scale, tile,
+        AttendTile(kv, layer, placement, q, params, tile,
                    static_cast<int32_t>(item / n_tiles), scratch, out);
       }
     }
@@ -544,8 +584,9 @@ void Attention(const KvCacheView& kv, int32_t layer,
         scores.resize(static_cast<size_t>(pos) + 1);
       }
       const int64_t off = (t * n_heads + h) * hd;
-      AttendOne(kv, layer, h / group, pos, placement.block_tables[t], q + off,
-                params.scale, q_half.data(), scores.data(), out + off);
+      AttendOne(kv, layer, h / group, WindowStart(pos, params.window), pos,
+                placement.block_tables[t], q + off, params.scale,
+                q_half.data(), scores.data(), out + off);
     }
   }
 }

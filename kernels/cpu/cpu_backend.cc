@@ -117,6 +117,15 @@ void CpuBackend::SwiGlu(const float* gate, const float* up, int64_t n,
   kernels::SwiGlu(gate, up, n, out, exec_);
 }
 
+void CpuBackend::GeGlu(const float* gate, const float* up, int64_t n,
+                       float* out) {
+  kernels::GeGlu(gate, up, n, out, exec_);
+}
+
+void CpuBackend::Scale(const float* x, float s, int64_t n, float* out) {
+  kernels::Scale(x, s, n, out, exec_);
+}
+
 void CpuBackend::Add(const float* a, const float* b, int64_t n, float* out) {
   kernels::Add(a, b, n, out, exec_);
 }

@@ -53,6 +53,9 @@ class CpuBackend final : public Backend {
                  const AttentionParams& params, float* out) override;
   void SwiGlu(const float* gate, const float* up, int64_t n,
               float* out) override;
+  void GeGlu(const float* gate, const float* up, int64_t n,
+             float* out) override;
+  void Scale(const float* x, float s, int64_t n, float* out) override;
   void Add(const float* a, const float* b, int64_t n, float* out) override;
   void GatherRows(const float* src, const int32_t* rows, int64_t n_rows,
                   int64_t dim, float* dst) override;

@@ -47,6 +47,20 @@ void Rope(float* x, int64_t n_tokens, int32_t n_heads, const int32_t* positions,
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out,
             const CpuExec& exec);
 
+// geglu.cc: out = gelu(gate) * up elementwise, with GELU's tanh form
+// (Gemma's gelu_pytorch_tanh, ggml_gelu) written as the identical
+// x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)), so that it shares
+// SwiGlu's exp: g / (1 + exp(-(g * (kA + kB * g * g)))) * u, each op
+// rounded once. out may alias gate or up.
+inline constexpr float kGeluA = 1.5957691216057308f;     // 2 * sqrt(2 / pi)
+inline constexpr float kGeluB = 0.07135481627260025f;  // kGeluA * 0.044715
+void GeGlu(const float* gate, const float* up, int64_t n, float* out,
+           const CpuExec& exec);
+
+// scale.cc: out = x * s, elementwise (out may alias x).
+void Scale(const float* x, float s, int64_t n, float* out,
+           const CpuExec& exec);
+
 // add.cc: out = a + b, elementwise (out may alias a or b).
 void Add(const float* a, const float* b, int64_t n, float* out,
          const CpuExec& exec);
@@ -75,7 +89,8 @@ void KvWrite(const KvCacheView& kv, int32_t layer,
              const CpuExec& exec);
 
 // attention.cc: causal attention of each query token over positions
-// 0..positions[t] of its own sequence, read through the block table.
+// WindowStart(p, params.window)..p (p = positions[t]) of its own sequence,
+// read through the block table; blocks before the window are never read.
 // q and out are [n_tokens][n_heads * head_dim]. Query head h reads KV head
 // h / (n_heads / n_kv_heads).
 void Attention(const KvCacheView& kv, int32_t layer,

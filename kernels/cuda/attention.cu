@@ -4,7 +4,11 @@
 //  1. PartitionKernel, one CTA per (token, KV head [, slice of its query
 //     heads], partition j). Partition j holds the absolute positions
 //     [j * P, min((j + 1) * P, p + 1)) of a token at position p; CTAs
-//     whose partition starts after p exit at once. For every query head of
+//     whose partition starts after p exit at once. On a sliding-window
+//     layer the partition holds only positions from lo = WindowStart(p)
+//     on, and CTAs whose partition ends before lo exit too (blocks before
+//     the window are never read: a store may have freed them). For every
+//     query head of
 //     the GQA group it computes the partition's scores, m = max, e = exp(s -
 //     m), l = sum e and acc = sum e * v, and stores (m, l, acc) in the
 //     workspace. The group's heads share each K/V load.
@@ -84,8 +88,8 @@ __global__ void __launch_bounds__(kThreads)
                     const int32_t* __restrict__ positions,
                     const int32_t* const* __restrict__ block_tables,
                     const float* __restrict__ q, int32_t n_heads, int32_t group,
-                    int32_t head_slices, float scale, int32_t n_parts,
-                    Workspace ws) {
+                    int32_t head_slices, float scale, int32_t window,
+                    int32_t n_parts, Workspace ws) {
   // Scores: each K row is split over kRowLanes lanes, 8 elements each (one
   // 16-byte load), reduced by a fixed xor-shuffle tree.
   constexpr int kRowLanes = HD / 8;
@@ -109,7 +113,11 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t pos = positions[t];
   const int32_t start = part * kPart;
   if (pos < start) return;  // partition beyond this token's position
+  const int32_t lo = WindowStart(pos, window);
+  if (start + kPart <= lo) return;  // partition before the window
+  // Rows [i_lo, n) of the partition, counted from its (block-aligned) start.
   const int32_t n = min(kPart, pos + 1 - start);
+  const int32_t i_lo = max(0, lo - start);
   const int32_t kv_head = blockIdx.y / head_slices;
   const int32_t slice = blockIdx.y % head_slices;
   const int32_t head0 = kv_head * group + slice * kMaxHeads;
@@ -121,7 +129,7 @@ __global__ void __launch_bounds__(kThreads)
   {
     const int32_t* table = block_tables[t] + start / bs;
     const int32_t n_blocks = (n + bs - 1) / bs;
-    for (int32_t i = threadIdx.x; i < n_blocks; i += kThreads) {
+    for (int32_t i = i_lo / bs + threadIdx.x; i < n_blocks; i += kThreads) {
       blocks[i] = table[i];
     }
   }
@@ -153,15 +161,16 @@ __global__ void __launch_bounds__(kThreads)
   // (one prefetch per 128-byte line of the partition's V rows).
   {
     constexpr int kLinesPerRow = HD * 2 / 128;
-    for (int32_t idx = threadIdx.x; idx < n * kLinesPerRow; idx += kThreads) {
+    for (int32_t idx = i_lo * kLinesPerRow + threadIdx.x;
+         idx < n * kLinesPerRow; idx += kThreads) {
       const uint16_t* line =
           row_ptr(v_base, idx / kLinesPerRow) + (idx % kLinesPerRow) * 64;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
     }
   }
 
-  // Scores s[h][i] = dot(q_h, k_i) * scale.
-  for (int32_t i0 = 0; i0 < n; i0 += kRowsPerStep * kKUnroll) {
+  // Scores s[h][i] = dot(q_h, k_i) * scale for rows [i_lo, n).
+  for (int32_t i0 = i_lo; i0 < n; i0 += kRowsPerStep * kKUnroll) {
     uint4 raw[kKUnroll];
 #pragma unroll
     for (int u = 0; u < kKUnroll; ++u) {
@@ -203,13 +212,13 @@ __global__ void __launch_bounds__(kThreads)
   // over positions (order fixed by the position), then xor trees.
   for (int h = warp; h < n_h; h += kWarps) {
     float m = -INFINITY;
-    for (int32_t i = lane; i < n; i += 32) m = fmaxf(m, scores[h][i]);
+    for (int32_t i = i_lo + lane; i < n; i += 32) m = fmaxf(m, scores[h][i]);
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) {
       m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
     }
     float l = 0.0f;
-    for (int32_t i = lane; i < n; i += 32) {
+    for (int32_t i = i_lo + lane; i < n; i += 32) {
       const float e = expf(__fsub_rn(scores[h][i], m));
       scores[h][i] = e;
       l = __fadd_rn(l, e);
@@ -234,7 +243,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
   }
-  for (int32_t i0 = phase; i0 < n; i0 += kPhases * kVUnroll) {
+  for (int32_t i0 = i_lo + phase; i0 < n; i0 += kPhases * kVUnroll) {
     uint4 raw[kVUnroll];
 #pragma unroll
     for (int u = 0; u < kVUnroll; ++u) {
@@ -295,8 +304,8 @@ constexpr int kGroups = 4;
 template <int HD, int kPart>
 __global__ void __launch_bounds__(HD * kGroups)
     CombineKernel(const int32_t* __restrict__ positions, int32_t n_heads,
-                  int32_t n_parts, int32_t max_position, Workspace ws,
-                  float* __restrict__ out) {
+                  int32_t window, int32_t n_parts, int32_t max_position,
+                  Workspace ws, float* __restrict__ out) {
   __shared__ float group_max[HD * kGroups / 32];
   __shared__ float group_num[kGroups][HD];
   __shared__ float group_l[kGroups];
@@ -311,13 +320,15 @@ __global__ void __launch_bounds__(HD * kGroups)
     if (g == 0) o[d] = NAN;
     return;
   }
+  // Partitions [first, parts) hold the token's window.
+  const int32_t first = WindowStart(pos, window) / kPart;
   const int32_t parts = pos / kPart + 1;
   const int64_t entry0 = (t * n_heads + h) * n_parts;
   const float* ml = ws.ml + entry0 * 2;
   const float* acc = ws.acc + entry0 * HD + d;
 
   float m = -INFINITY;
-  for (int32_t j = threadIdx.x; j < parts; j += HD * kGroups) {
+  for (int32_t j = first + threadIdx.x; j < parts; j += HD * kGroups) {
     m = fmaxf(m, ml[2 * j]);
   }
 #pragma unroll
@@ -335,7 +346,7 @@ __global__ void __launch_bounds__(HD * kGroups)
   float l = 0.0f;
   float num = 0.0f;
 #pragma unroll 4
-  for (int32_t j = g; j < parts; j += kGroups) {
+  for (int32_t j = first + g; j < parts; j += kGroups) {
     const float w = expf(__fsub_rn(ml[2 * j], m_all));
     l = __fmaf_rn(w, ml[2 * j + 1], l);
     num = __fmaf_rn(w, acc[int64_t{j} * HD], num);
@@ -372,12 +383,13 @@ void LaunchForShape(const KvCacheView& kv, int32_t layer,
                   static_cast<unsigned>(n_parts));
   PartitionKernel<HD, kPart><<<grid, kThreads, 0, stream>>>(
       kv, layer, placement.positions, placement.block_tables, q, params.n_heads,
-      group, head_slices, params.scale, n_parts, ws);
+      group, head_slices, params.scale, params.window, n_parts, ws);
   KVS_CUDA_LAUNCH_CHECK();
   const dim3 combine_grid(static_cast<unsigned>(placement.n_tokens),
                           static_cast<unsigned>(params.n_heads));
   CombineKernel<HD, kPart><<<combine_grid, HD * kGroups, 0, stream>>>(
-      placement.positions, params.n_heads, n_parts, max_position, ws, out);
+      placement.positions, params.n_heads, params.window, n_parts,
+      max_position, ws, out);
   KVS_CUDA_LAUNCH_CHECK();
 }
 

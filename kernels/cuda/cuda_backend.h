@@ -121,6 +121,9 @@ class CudaBackend final : public Backend {
   void Attention(const KvCacheView& kv, int32_t layer,
                  const TokenPlacement& placement, const float* q,
                  const AttentionParams& params, float* out) override;
+  void GeGlu(const float* gate, const float* up, int64_t n,
+             float* out) override;
+  void Scale(const float* x, float s, int64_t n, float* out) override;
   void SwiGlu(const float* gate, const float* up, int64_t n,
               float* out) override;
   void Add(const float* a, const float* b, int64_t n, float* out) override;

@@ -101,6 +101,12 @@ void CudaBackend::Execute(const OpRecord& op) {
     case OpKind::kSwiGlu:
       LaunchSwiGlu(op.a, op.b, op.n, op.out, stream_);
       return;
+    case OpKind::kGeGlu:
+      LaunchGeGlu(op.a, op.b, op.n, op.out, stream_);
+      return;
+    case OpKind::kScale:
+      LaunchScale(op.a, op.alpha, op.n, op.out, stream_);
+      return;
     case OpKind::kAdd:
       LaunchAdd(op.a, op.b, op.n, op.out, stream_);
       return;
@@ -275,6 +281,27 @@ void CudaBackend::SwiGlu(const float* gate, const float* up, int64_t n,
   op.kind = OpKind::kSwiGlu;
   op.a = gate;
   op.b = up;
+  op.n = n;
+  op.out = out;
+  Issue(op);
+}
+
+void CudaBackend::GeGlu(const float* gate, const float* up, int64_t n,
+                        float* out) {
+  OpRecord op;
+  op.kind = OpKind::kGeGlu;
+  op.a = gate;
+  op.b = up;
+  op.n = n;
+  op.out = out;
+  Issue(op);
+}
+
+void CudaBackend::Scale(const float* x, float s, int64_t n, float* out) {
+  OpRecord op;
+  op.kind = OpKind::kScale;
+  op.a = x;
+  op.alpha = s;
   op.n = n;
   op.out = out;
   Issue(op);

@@ -55,6 +55,14 @@ void LaunchRopeKvWrite(float* q, int32_t n_heads, float* k, const float* v,
 void LaunchSwiGlu(const float* gate, const float* up, int64_t n, float* out,
                   cudaStream_t stream);
 
+// geglu.cu: out = gelu(gate) * up (tanh GELU, the CPU's operations).
+void LaunchGeGlu(const float* gate, const float* up, int64_t n, float* out,
+                 cudaStream_t stream);
+
+// scale.cu: out = x * s.
+void LaunchScale(const float* x, float s, int64_t n, float* out,
+                 cudaStream_t stream);
+
 // swiglu.cu: SwiGlu of [n_rows][dim] gate and up, rounded to `to` into
 // out [n_rows_padded][dim] (padding rows zeroed): SwiGlu then ConvertRows,
 // bitwise, in one launch.

@@ -11,8 +11,8 @@
 #include <cstdint>
 
 #include "kernels/check.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/exp_device.cuh"
 #include "kernels/cuda/f16_device.cuh"
 #include "kernels/cuda/ops.h"
 
@@ -21,31 +21,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
-
-// simd::ExpScalar, operation for operation.
-__device__ __forceinline__ float ExpLikeCpu(float x) {
-  namespace s = ::kvsession::kernels::simd;
-  // Local copies: the ternaries below would otherwise odr-use host constants.
-  constexpr float kHi = s::kExpHi;
-  constexpr float kLo = s::kExpLo;
-  x = x < kHi ? x : kHi;  // NaN becomes kExpHi, as on the CPU
-  x = x > kLo ? x : kLo;
-  const float n = rintf(__fmul_rn(x, s::kLog2e));  // nearest, ties to even
-  float r = __fmaf_rn(-n, s::kLn2Hi, x);
-  r = __fmaf_rn(-n, s::kLn2Lo, r);
-  const float z = __fmul_rn(r, r);
-  float p = s::kExpP0;
-  p = __fmaf_rn(p, r, s::kExpP1);
-  p = __fmaf_rn(p, r, s::kExpP2);
-  p = __fmaf_rn(p, r, s::kExpP3);
-  p = __fmaf_rn(p, r, s::kExpP4);
-  p = __fmaf_rn(p, r, s::kExpP5);
-  float y = __fmaf_rn(p, z, r);
-  y = __fadd_rn(y, 1.0f);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127)
-                        << 23;
-  return __fmul_rn(y, __uint_as_float(bits));
-}
 
 __device__ __forceinline__ float SwiGluOne(float g, float u) {
   return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, ExpLikeCpu(-g))), u);

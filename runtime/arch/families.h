@@ -6,9 +6,10 @@
 
 namespace kvsession::runtime {
 
-const Family& LlamaFamily();  // llama.cc
-const Family& Qwen2Family();  // qwen2.cc
-const Family& Qwen3Family();  // qwen3.cc
+const Family& LlamaFamily();   // llama.cc
+const Family& Qwen2Family();   // qwen2.cc
+const Family& Qwen3Family();   // qwen3.cc
+const Family& Gemma3Family();  // gemma3.cc
 
 }  // namespace kvsession::runtime
 

@@ -19,7 +19,7 @@ namespace {
 // The registry: adding a family is its file and one line here.
 const Family* const* Families(size_t* n) {
   static const Family* const kFamilies[] = {&LlamaFamily(), &Qwen2Family(),
-                                            &Qwen3Family()};
+                                            &Qwen3Family(), &Gemma3Family()};
   *n = std::size(kFamilies);
   return kFamilies;
 }
@@ -162,7 +162,7 @@ void WeightLoader::Attention(int32_t layer, LayerWeights* w) {
   w->wo = Matrix(Name(layer, "attn_output.weight"), c.d_model, q_dim);
 }
 
-void WeightLoader::SwiGluFfn(int32_t layer, LayerWeights* w) {
+void WeightLoader::GatedFfn(int32_t layer, LayerWeights* w) {
   const ModelConfig& c = config_;
   w->ffn_norm = Vector(Name(layer, "ffn_norm.weight"), c.d_model);
   Group({{&w->gate, Name(layer, "ffn_gate.weight"), c.ffn_dim},
@@ -216,10 +216,17 @@ void LayerGraph::Rope(const kernels::RopeParams& rope) {
 void LayerGraph::Attention(const WeightView& wo) {
   kernels::AttentionParams attn;
   attn.n_heads = c_.n_heads;
-  attn.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
+  attn.scale = c_.attn_scale > 0
+                   ? c_.attn_scale
+                   : 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
+  if (c_.IsLocalLayer(layer_)) attn.window = c_.sliding_window;
   be_.KvWrite(kv_, layer_, step_.placement, b_.k, b_.v);
   be_.Attention(kv_, layer_, step_.placement, b_.q, attn, b_.att);
   be_.MatMul(wo, b_.att, n_tokens(), b_.cur);
+}
+
+void LayerGraph::PostNorm(const WeightView& w) {
+  be_.RmsNorm(b_.cur, F32(w), n_tokens(), c_.d_model, c_.rms_eps, b_.cur);
 }
 
 void LayerGraph::AddResidual() {
@@ -231,6 +238,14 @@ void LayerGraph::SwiGluFfn(const LayerWeights& w) {
   be_.MatMul(w.gate, b_.cur, T, b_.gate);
   be_.MatMul(w.up, b_.cur, T, b_.up);
   be_.SwiGlu(b_.gate, b_.up, T * c_.ffn_dim, b_.gate);
+  be_.MatMul(w.down, b_.gate, T, b_.cur);
+}
+
+void LayerGraph::GeGluFfn(const LayerWeights& w) {
+  const int64_t T = n_tokens();
+  be_.MatMul(w.gate, b_.cur, T, b_.gate);
+  be_.MatMul(w.up, b_.cur, T, b_.up);
+  be_.GeGlu(b_.gate, b_.up, T * c_.ffn_dim, b_.gate);
   be_.MatMul(w.down, b_.gate, T, b_.cur);
 }
 

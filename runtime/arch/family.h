@@ -4,7 +4,7 @@
 // general.architecture to the family.
 //
 // A family file says only what differs from the others; the common pieces
-// (a projection with optional bias, attention over the paged KV, a SwiGLU
+// (a projection with optional bias, attention over the paged KV, a gated
 // FFN) are LayerGraph's, as llama.cpp's build_attn and build_ffn are.
 #ifndef KVSESSION_RUNTIME_ARCH_FAMILY_H_
 #define KVSESSION_RUNTIME_ARCH_FAMILY_H_
@@ -31,6 +31,8 @@ struct LayerWeights {
   kernels::WeightView bq, bk, bv;        // projection biases (Qwen2)
   kernels::WeightView q_norm, k_norm;    // per-head norms (Qwen3)
   kernels::WeightView ffn_norm, gate, up, down;
+  // Norms of the attention and FFN outputs before the residual (Gemma).
+  kernels::WeightView attn_post_norm, ffn_post_norm;
 };
 
 // Reads weights for a family; the first error sticks (status()), so that a
@@ -68,8 +70,9 @@ class WeightLoader {
   // The common blocks, as llama.cpp names their tensors (blk.N.*).
   // attn_norm, attn_q/k/v (one group), attn_output.
   void Attention(int32_t layer, LayerWeights* w);
-  // ffn_norm, ffn_gate and ffn_up (one group), ffn_down.
-  void SwiGluFfn(int32_t layer, LayerWeights* w);
+  // ffn_norm, ffn_gate and ffn_up (one group), ffn_down: a gated FFN
+  // (SwiGLU or GeGLU, as the family's layer applies it).
+  void GatedFfn(int32_t layer, LayerWeights* w);
 
   static std::string Name(int32_t layer, std::string_view tensor);
 
@@ -105,6 +108,7 @@ class LayerGraph {
 
   int64_t n_tokens() const { return step_.placement.n_tokens; }
   const ModelConfig& config() const { return c_; }
+  int32_t layer() const { return layer_; }
 
   // cur = RmsNorm(x) * w.
   void Norm(const kernels::WeightView& w);
@@ -114,13 +118,18 @@ class LayerGraph {
   void QkNorm(const LayerWeights& w);
   // q and k rotated at the tokens' positions.
   void Rope(const kernels::RopeParams& rope);
-  // K and V written to the layer's KV, attention of q over them, then
-  // cur = wo * attention.
+  // K and V written to the layer's KV, attention of q over them (over the
+  // sliding window on a local layer), then cur = wo * attention.
   void Attention(const kernels::WeightView& wo);
+  // cur = RmsNorm(cur) * w: a block's output normalised before the
+  // residual add.
+  void PostNorm(const kernels::WeightView& w);
   // x += cur.
   void AddResidual();
   // cur = down * (silu(gate * cur) * (up * cur)).
   void SwiGluFfn(const LayerWeights& w);
+  // cur = down * (gelu(gate * cur) * (up * cur)), tanh GELU.
+  void GeGluFfn(const LayerWeights& w);
 
  private:
   kernels::Backend& be_;

@@ -12,7 +12,7 @@ class LlamaLayer : public Family {
   void LoadLayer(WeightLoader& l, int32_t layer,
                  LayerWeights* w) const override {
     l.Attention(layer, w);
-    l.SwiGluFfn(layer, w);
+    l.GatedFfn(layer, w);
   }
   void Layer(LayerGraph& g, const LayerWeights& w) const override {
     g.Norm(w.attn_norm);

@@ -22,7 +22,7 @@ class Qwen3 final : public Family {
                          head_dim);
     w->k_norm = l.Vector(WeightLoader::Name(layer, "attn_k_norm.weight"),
                          head_dim);
-    l.SwiGluFfn(layer, w);
+    l.GatedFfn(layer, w);
   }
   void Layer(LayerGraph& g, const LayerWeights& w) const override {
     g.Norm(w.attn_norm);

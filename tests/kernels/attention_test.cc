@@ -192,10 +192,11 @@ Batch MakeBatch(const Fixture& f, const std::vector<Query>& qs) {
 
 std::vector<float> RunAttention(const Fixture& f, const Batch& b,
                                 const float* q, int32_t n_heads, int threads,
-                                int32_t layer = 1) {
+                                int32_t layer = 1, int32_t window = 0) {
   std::vector<float> out(b.positions.size() * size_t(n_heads * f.kv.head_dim),
                          NAN);
-  const AttentionParams params{n_heads, 1.0f / std::sqrt(float(f.kv.head_dim))};
+  const AttentionParams params{n_heads, 1.0f / std::sqrt(float(f.kv.head_dim)),
+                               window};
   Attention(f.kv, layer, b.placement(), q, params, out.data(),
             CpuExec{threads});
   return out;
@@ -380,6 +381,115 @@ TEST(AttentionTest, BitwiseEqualsPreviousKernelNonFinite) {
 }
 
 // Position 0 attends to itself only: the output is exactly its V row.
+// Sliding window: each query attends to its last `window` positions only.
+// Block-table entries wholly before every query's window of that sequence
+// are -1, as a store that freed them leaves them: touching one fails.
+class AttentionWindowTest
+    : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+std::vector<Query> WindowQueries() {
+  // A prefill run of sequence 2 (tiles of consecutive positions), decode
+  // tokens of the others, positions on and around block and window edges.
+  std::vector<Query> qs = {{0, 3}, {1, 40}, {1, 41}};
+  for (int32_t p = 60; p < 100; ++p) qs.push_back({2, p});
+  qs.push_back({1, 16});
+  return qs;
+}
+
+void FreeBeforeWindows(Fixture& f, const std::vector<Query>& qs,
+                       int32_t window) {
+  for (size_t s = 0; s < f.tables.size(); ++s) {
+    int32_t lo = INT32_MAX;
+    for (const Query& q : qs) {
+      if (q.seq == int(s)) lo = std::min(lo, WindowStart(q.pos, window));
+    }
+    for (int32_t i = 0; (i + 1) * f.kv.block_size <= lo; ++i) {
+      f.tables[s][size_t(i)] = -1;
+    }
+  }
+}
+
+TEST_P(AttentionWindowTest, MatchesNaiveReference) {
+  const auto [ratio, head_dim, window] = GetParam();
+  constexpr int32_t kKvHeads = 1;
+  const int32_t n_heads = kKvHeads * ratio;
+  Fixture f(kKvHeads, head_dim, 16, {4, 42, 100}, uint32_t(window + head_dim));
+  const std::vector<Query> qs = WindowQueries();
+  FreeBeforeWindows(f, qs, window);
+  const Batch b = MakeBatch(f, qs);
+  std::mt19937 rng(5);
+  const std::vector<float> q =
+      naive::RandomFloats(int64_t(qs.size()) * n_heads * head_dim, -1, 1, rng);
+  const std::vector<float> got =
+      RunAttention(f, b, q.data(), n_heads, 2, 1, window);
+  const std::vector<double> want =
+      naive::Attention(f.kv, 1, b.placement(), q.data(), n_heads,
+                       1.0f / std::sqrt(float(head_dim)), window);
+  // As MatchesNaiveReference, plus: with windows of a few positions each
+  // softmax weight is large, and where the f32 scores differ in the last bit
+  // the f16 rounding of a weight p may land one f16 step away (2^-11 p,
+  // 1.2e-4 at p = 0.5, |v| <= 1). A window off by one position moves outputs
+  // by ~1/window >= 3e-2.
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(want[i], got[i], 3e-4) << "element " << i;
+  }
+}
+
+// A windowed token's output is bitwise the same in the prefill run, alone
+// (a decode step) and with 1 or 2 threads.
+TEST_P(AttentionWindowTest, BatchInvariant) {
+  const auto [ratio, head_dim, window] = GetParam();
+  const int32_t n_heads = ratio;
+  Fixture f(1, head_dim, 16, {4, 42, 100}, 31);
+  const std::vector<Query> qs = WindowQueries();
+  FreeBeforeWindows(f, qs, window);
+  const Batch b = MakeBatch(f, qs);
+  std::mt19937 rng(8);
+  const size_t width = size_t(n_heads * head_dim);
+  const std::vector<float> q =
+      naive::RandomFloats(int64_t(qs.size() * width), -1, 1, rng);
+  const std::vector<float> batch2 =
+      RunAttention(f, b, q.data(), n_heads, 2, 1, window);
+  const std::vector<float> batch1 =
+      RunAttention(f, b, q.data(), n_heads, 1, 1, window);
+  ASSERT_EQ(0, std::memcmp(batch1.data(), batch2.data(), batch1.size() * 4));
+  for (size_t t = 0; t < qs.size(); ++t) {
+    const Batch one = MakeBatch(f, {qs[t]});
+    const std::vector<float> alone =
+        RunAttention(f, one, q.data() + t * width, n_heads, 1, 1, window);
+    ASSERT_EQ(0,
+              std::memcmp(alone.data(), batch2.data() + t * width, width * 4))
+        << "token " << t;
+  }
+}
+
+// A window at least as long as the context is no window, bit for bit.
+TEST(AttentionWindowTest, LongWindowIsFullAttention) {
+  Fixture f(1, 64, 16, {4, 42, 100}, 12);
+  const std::vector<Query> qs = WindowQueries();
+  const Batch b = MakeBatch(f, qs);
+  std::mt19937 rng(2);
+  const std::vector<float> q =
+      naive::RandomFloats(int64_t(qs.size()) * 4 * 64, -1, 1, rng);
+  const std::vector<float> full = RunAttention(f, b, q.data(), 4, 2, 1, 0);
+  const std::vector<float> wide = RunAttention(f, b, q.data(), 4, 2, 1, 100);
+  ASSERT_EQ(0, std::memcmp(full.data(), wide.data(), full.size() * 4));
+}
+
+// (GQA ratio, head_dim, window): Gemma 3 270M is 4 query heads on one KV
+// head of 256; windows shorter than, equal to and longer than a block, and
+// not multiples of it. head_dim 36 takes the one-pair path.
+INSTANTIATE_TEST_SUITE_P(
+    Grid, AttentionWindowTest,
+    ::testing::Combine(::testing::Values(1, 4), ::testing::Values(36, 64, 256),
+                       ::testing::Values(1, 7, 16, 33)),
+    [](const auto& info) {
+      return "gqa" + std::to_string(std::get<0>(info.param)) + "_hd" +
+             std::to_string(std::get<1>(info.param)) + "_w" +
+             std::to_string(std::get<2>(info.param));
+    });
+
 TEST(AttentionTest, FirstPositionReturnsItsValue) {
   Fixture f(1, 64, 16, {1}, 3);
   const Batch b = MakeBatch(f, {{0, 0}});

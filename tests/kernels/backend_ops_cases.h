@@ -73,6 +73,8 @@ constexpr Tolerance kAttentionTol{2e-3, 2e-3};
 // bitwise is expected, but the stated bound (elementwise_gpu_test.cc) is
 // 1e-6 relative, 1e-37 absolute for results that underflow.
 constexpr Tolerance kSwiGluTol{1e-37, 1e-6};
+// GeGlu: the same exp and the same operation sequence; the same bound.
+constexpr Tolerance kGeGluTol = kSwiGluTol;
 // Bitwise cases need no tolerance: Embed of F16 (exact conversion), Add,
 // AddBias (one IEEE add per element), GatherRows (a copy), KvWrite (f32 to
 // f16, round to nearest even on both).
@@ -520,6 +522,22 @@ inline Step StepOf(const KvSetup& s, const Batch& batch) {
   return st;
 }
 
+// With a sliding window, the blocks wholly before every window of a
+// sequence in `batch` become -1, as a store that freed them leaves them: a
+// kernel that reads one fails.
+inline void FreeBeforeWindows(KvSetup& s, const Batch& batch, int32_t window) {
+  if (window <= 0) return;
+  for (size_t seq = 0; seq < s.tables.size(); ++seq) {
+    int32_t lo = INT32_MAX;
+    for (const auto& [q, pos] : batch) {
+      if (q == int32_t(seq)) lo = std::min(lo, WindowStart(pos, window));
+    }
+    for (int32_t i = 0; (i + 1) * s.kv.block_size <= lo; ++i) {
+      s.tables[seq][size_t(i)] = -1;
+    }
+  }
+}
+
 inline TokenPlacement PlacementOf(const Step& st) {
   return {static_cast<int32_t>(st.positions.size()), st.positions.data(),
           st.tables.data()};
@@ -538,23 +556,27 @@ inline Batch KvBatch() {
   return b;
 }
 
-// KvWrite of layer 1 (then Attention if `attention`): returns the whole
-// arena's f16 bits, or the attention output.
+// KvWrite of layer 1 (then Attention if `attention`, over a sliding window
+// if window > 0): returns the whole arena's f16 bits, or the attention
+// output.
 inline OpCase KvCase(int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
-              bool attention) {
+                     bool attention, int32_t window = 0) {
   const Batch batch = KvBatch();
   const int64_t n = static_cast<int64_t>(batch.size());
   const int64_t kv_row = int64_t{n_kv_heads} * head_dim;
   const int64_t q_row = int64_t{n_heads} * head_dim;
-  const AttentionParams params{n_heads, 1.0f / std::sqrt(float(head_dim))};
+  const AttentionParams params{n_heads, 1.0f / std::sqrt(float(head_dim)),
+                               window};
   const uint32_t seed = uint32_t(head_dim * 3 + n_heads);
   OpCase c;
   c.name = absl::StrCat(attention ? "Attention" : "KvWrite", "_h", n_heads,
-                        "_kv", n_kv_heads, "_d", head_dim);
+                        "_kv", n_kv_heads, "_d", head_dim,
+                        window > 0 ? absl::StrCat("_w", window) : "");
   c.bitwise = !attention;
   c.tol = attention ? kAttentionTol : kBitwise;
   c.run = [=](Backend& be) {
     KvSetup s = MakeKv(n_kv_heads, head_dim, kKvLengths);
+    FreeBeforeWindows(s, batch, window);
     Dev d(be);
     s.kv.base = static_cast<uint16_t*>(
         d.UploadBytes(s.arena.data(), s.arena.size() * 2));
@@ -572,6 +594,7 @@ inline OpCase KvCase(int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
   };
   c.reference = [=] {
     KvSetup s = MakeKv(n_kv_heads, head_dim, kKvLengths);
+    FreeBeforeWindows(s, batch, window);
     s.kv.base = s.arena.data();
     const Floats k = Uniform(n * kv_row, -1, 1, seed);
     const Floats v = Uniform(n * kv_row, -1, 1, seed + 1);
@@ -607,6 +630,50 @@ inline OpCase SwiGluCase(int64_t n) {
     Floats out(static_cast<size_t>(n));
     SwiGlu(g.data(), u.data(), n, out.data(), kRefExec);
     return Expected{out, {}};
+  };
+  return c;
+}
+
+inline OpCase GeGluCase(int64_t n) {
+  OpCase c;
+  c.name = absl::StrCat("GeGlu_n", n);
+  c.tol = kGeGluTol;
+  c.parts = 2;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    const float* g = d.Upload(Uniform(n, -12, 12, 1));
+    const float* u = d.Upload(Uniform(n, -3, 3, 2));
+    float* out[2] = {d.Output(n), d.Output(n)};
+    InStep(be, [&] { be.GeGlu(g, u, n, out[0]); });
+    be.GeGlu(g, u, n, out[1]);
+    return Concat({d.Read(out[0], n), d.Read(out[1], n)});
+  };
+  c.reference = [=] {
+    const Floats g = Uniform(n, -12, 12, 1), u = Uniform(n, -3, 3, 2);
+    Floats out(static_cast<size_t>(n));
+    GeGlu(g.data(), u.data(), n, out.data(), kRefExec);
+    return Expected{out, {}};
+  };
+  return c;
+}
+
+// In place, as Gemma scales its embedding rows.
+inline OpCase ScaleCase(int64_t n) {
+  const float s = std::sqrt(640.0f);
+  OpCase c;
+  c.name = absl::StrCat("Scale_n", n, "_in_place");
+  c.bitwise = true;
+  c.tol = kBitwise;
+  c.run = [=](Backend& be) {
+    Dev d(be);
+    float* x = d.Upload(Uniform(n, -50, 50, 6));
+    InStep(be, [&] { be.Scale(x, s, n, x); });
+    return d.Read(x, n);
+  };
+  c.reference = [=] {
+    Floats x = Uniform(n, -50, 50, 6);
+    Scale(x.data(), s, n, x.data(), kRefExec);
+    return Expected{x, {}};
   };
   return c;
 }

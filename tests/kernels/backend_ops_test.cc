@@ -221,10 +221,11 @@ OpCase RopeInvarianceCase() {
 // KvWrite), alone, with 4 tokens of other sequences, and in a batch of 64
 // with prefill chunks and a token at position 250 (more partitions, another
 // max position).
-OpCase AttentionInvarianceCase() {
-  constexpr int32_t kHeads = 8, kKvHeads = 2, kHeadDim = 128;
-  constexpr int64_t kRow = int64_t{kHeads} * kHeadDim;
-  const AttentionParams params{kHeads, 1.0f / std::sqrt(float(kHeadDim))};
+OpCase AttentionInvarianceCase(int32_t kHeads, int32_t kKvHeads,
+                               int32_t kHeadDim, int32_t window) {
+  const int64_t kRow = int64_t{kHeads} * kHeadDim;
+  const AttentionParams params{kHeads, 1.0f / std::sqrt(float(kHeadDim)),
+                               window};
   const std::pair<int32_t, int32_t> target{1, 77};
   std::vector<Batch> batches;
   batches.push_back({target});
@@ -237,12 +238,17 @@ OpCase AttentionInvarianceCase() {
   for (int32_t p = 10; p <= 15; ++p) b64.push_back({1, p});
   batches.push_back(b64);
   const int64_t targets[3] = {0, 2, 35};
+  Batch all;
+  for (const Batch& b : batches) all.insert(all.end(), b.begin(), b.end());
   OpCase c;
-  c.name = "Invariance_Attention_d128_gqa";
+  c.name = absl::StrCat("Invariance_Attention_d", kHeadDim, "_h", kHeads,
+                        "_kv", kKvHeads,
+                        window > 0 ? absl::StrCat("_w", window) : "");
   c.tol = kAttentionTol;
   c.parts = 3;
   c.run = [=](Backend& be) {
     KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+    FreeBeforeWindows(s, all, window);
     Dev d(be);
     s.kv.base = static_cast<uint16_t*>(
         d.UploadBytes(s.arena.data(), s.arena.size() * 2));
@@ -268,6 +274,7 @@ OpCase AttentionInvarianceCase() {
   };
   c.reference = [=] {
     KvSetup s = MakeKv(kKvHeads, kHeadDim, kKvLengths);
+    FreeBeforeWindows(s, all, window);
     s.kv.base = s.arena.data();
     const Floats tq = Uniform(kRow, -3, 3, 1);
     const Step st = StepOf(s, {target});
@@ -490,8 +497,13 @@ std::vector<OpCase> MakeCases() {
   for (bool attention : {false, true}) {
     c.push_back(KvCase(8, 2, 64, attention));   // GQA 4
     c.push_back(KvCase(6, 2, 128, attention));  // GQA 3
+    c.push_back(KvCase(4, 1, 256, attention));  // Gemma 3 270M
   }
+  c.push_back(KvCase(4, 1, 256, true, 32));  // sliding window
+  c.push_back(KvCase(8, 2, 64, true, 20));
   c.push_back(SwiGluCase(3 * 1000 + 7));
+  c.push_back(GeGluCase(3 * 1000 + 7));
+  c.push_back(ScaleCase(4099));
   c.push_back(AddCase(4099, 0));
   c.push_back(AddCase(4099, 1));
   c.push_back(AddCase(4099, 2));
@@ -501,7 +513,9 @@ std::vector<OpCase> MakeCases() {
   c.push_back(MatMulInvarianceCase(GgmlType::kQ8_0, kMatMulQuantTol));
   c.push_back(RmsNormInvarianceCase());
   c.push_back(RopeInvarianceCase());
-  c.push_back(AttentionInvarianceCase());
+  c.push_back(AttentionInvarianceCase(8, 2, 128, 0));
+  c.push_back(AttentionInvarianceCase(4, 1, 256, 0));
+  c.push_back(AttentionInvarianceCase(4, 1, 256, 24));
   c.push_back(AddBiasInvarianceCase());
   c.push_back(FusedAddNormMatMulsCase(7));
   c.push_back(FusedAddNormMatMulsCase(70));

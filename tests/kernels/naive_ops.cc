@@ -499,11 +499,12 @@ std::vector<double> SwiGlu(const float* gate, const float* up, int64_t n) {
 
 std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
                               const TokenPlacement& placement, const float* q,
-                              int32_t n_heads, float scale) {
+                              int32_t n_heads, float scale, int32_t window) {
   const int64_t hd = kv.head_dim;
   std::vector<double> out(size_t(placement.n_tokens * n_heads * hd), 0.0);
   for (int32_t t = 0; t < placement.n_tokens; ++t) {
     const int32_t pos = placement.positions[t];
+    const int32_t lo = window > 0 ? std::max(0, pos - window + 1) : 0;
     for (int32_t h = 0; h < n_heads; ++h) {
       const int32_t g = h / (n_heads / kv.n_kv_heads);
       // Q and the softmax weights are rounded to f16, as the kernel (and
@@ -516,22 +517,22 @@ std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
         const int32_t block = placement.block_tables[t][j / kv.block_size];
         return kv.base + kv.Offset(block, layer, kvsel, g, j % kv.block_size);
       };
-      std::vector<double> s(size_t(pos) + 1);
+      std::vector<double> s(size_t(pos - lo) + 1);  // s[j - lo]
       double mx = -INFINITY;
-      for (int32_t j = 0; j <= pos; ++j) {
+      for (int32_t j = lo; j <= pos; ++j) {
         const uint16_t* k = row(j, 0);
         double dot = 0;
         for (int64_t d = 0; d < hd; ++d)
           dot += double(q_half[d]) * HalfToFloat(k[d]);
-        s[j] = dot * scale;
-        mx = std::max(mx, s[j]);
+        s[j - lo] = dot * scale;
+        mx = std::max(mx, s[j - lo]);
       }
       double sum = 0;
       for (double& v : s) sum += (v = std::exp(v - mx));
       double* o = out.data() + (int64_t(t) * n_heads + h) * hd;
-      for (int32_t j = 0; j <= pos; ++j) {
+      for (int32_t j = lo; j <= pos; ++j) {
         const uint16_t* v = row(j, 1);
-        const double p = HalfToFloat(FloatToHalf(float(s[j] / sum)));
+        const double p = HalfToFloat(FloatToHalf(float(s[j - lo] / sum)));
         for (int64_t d = 0; d < hd; ++d) o[d] += p * HalfToFloat(v[d]);
       }
     }

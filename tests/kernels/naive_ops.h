@@ -85,9 +85,11 @@ std::vector<double> Rope(const float* x, int64_t n_tokens, int32_t n_heads,
 std::vector<double> SwiGlu(const float* gate, const float* up, int64_t n);
 
 // Softmax attention in double over the f16 cache through the block tables.
+// window > 0: a token at p attends to (p - window, p] only.
 std::vector<double> Attention(const KvCacheView& kv, int32_t layer,
                               const TokenPlacement& placement, const float* q,
-                              int32_t n_heads, float scale);
+                              int32_t n_heads, float scale,
+                              int32_t window = 0);
 
 // A random weight matrix of `type` and n_tokens random activation rows
 // (values in [-2, 2)), for the MatMul tests.

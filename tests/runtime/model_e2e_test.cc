@@ -80,11 +80,12 @@ Reference ReadReference(const std::string& file) {
 // One model with its llama.cpp reference and the bounds it must meet.
 struct ReferenceCase {
   std::string name;
-  std::string model;  // path; empty: $KVSESSION_MODEL
+  std::string model;  // path; empty: the file the variable `env` names
   std::string reference;
   double max_diff;   // bound on |ours - llama.cpp| over the checked logits
   double mean_diff;  // bound on the mean of it
   int min_full_greedy;  // continuations identical for all 32 tokens
+  std::string env = "KVSESSION_MODEL";
 };
 
 void PrintTo(const ReferenceCase& c, std::ostream* os) { *os << c.name; }
@@ -107,7 +108,7 @@ ModelBundle* LoadCached(const std::string& path) {
 
 std::unique_ptr<SequenceRunner> RunnerFor(ModelBundle* bundle) {
   SequenceRunner::Options o;
-  o.max_tokens = 512;
+  o.max_tokens = 1024;  // Gemma 3's long prompt passes its 512-token window
   absl::StatusOr<std::unique_ptr<SequenceRunner>> r =
       SequenceRunner::Create(bundle->model.get(), o);
   EXPECT_TRUE(r.ok());
@@ -119,9 +120,10 @@ class ReferenceModelTest : public ::testing::TestWithParam<ReferenceCase> {
   void SetUp() override {
     std::string path = GetParam().model;
     if (path.empty()) {
-      const char* env = std::getenv("KVSESSION_MODEL");
+      const char* env = std::getenv(GetParam().env.c_str());
       if (env == nullptr || *env == '\0') {
-        GTEST_SKIP() << "KVSESSION_MODEL is not set (scripts/test.sh sets it)";
+        GTEST_SKIP() << GetParam().env
+                     << " is not set (scripts/test.sh sets it)";
       }
       path = env;
     }
@@ -244,12 +246,45 @@ TEST_P(DefaultModelTest, AnswersTheCapitalOfFrance) {
   EXPECT_NE(answer.find("Paris"), std::string::npos) << answer;
 }
 
+// Gemma 3 270M, the base model: it continues the question with " Paris",
+// as llama.cpp does on this file.
+class Gemma3ModelTest : public ReferenceModelTest {};
+INSTANTIATE_TEST_SUITE_P(
+    Gemma3, Gemma3ModelTest,
+    ::testing::Values(ReferenceCase{"gemma3_270m", "", "", 0, 0, 0,
+                                    "KVSESSION_GEMMA3_MODEL"}),
+    [](const ::testing::TestParamInfo<ReferenceCase>& info) {
+      return info.param.name;
+    });
+
+TEST_P(Gemma3ModelTest, BaseModelContinuesWithParis) {
+  const std::vector<int32_t> prompt = bundle_->tokenizer->Encode(
+      "Question: What is the capital of France?\nAnswer:",
+      /*parse_special=*/false, /*add_special=*/true);
+  ASSERT_EQ(prompt.front(), bundle_->tokenizer->bos_id());
+  auto runner = Runner();
+  GenerateOptions o;
+  o.max_tokens = 4;
+  std::vector<int32_t> out;
+  ASSERT_TRUE(Generate(*runner, *bundle_->tokenizer, prompt, o,
+                       [&](int32_t t) { out.push_back(t); })
+                  .ok());
+  const std::string answer = bundle_->tokenizer->Decode(out);
+  EXPECT_EQ(answer.rfind(" Paris", 0), 0u) << answer;
+}
+
 // The default model: bounds and their reasons above. The Qwen models (random
 // weights, logits spread about +-15 with a standard deviation of 3.2) have
 // Q4_K/Q6_K/Q8_0 matrices, so activations meet them as Q8_K/Q8_0 as in
 // llama.cpp; measured max |diff| 0.40 (qwen2) and 0.54 (qwen3), mean 0.072
 // and 0.063. Bounds are about twice that; NeoX RoPE taken for adjacent-pair
 // RoPE, or the Qwen3 q/k norms left out, give max 8.8 and 9.5, mean 1.0.
+// Gemma 3 270M (Q4_K_M, logits up to ~30) is noisier by nature: llama.cpp
+// differs from itself by max 2.9, mean 0.31 between a 512-token batch and
+// token-by-token evaluation of the same prompt. Measured against it: max
+// 4.2, mean 0.24 over 234,720 values (the last prompt, 750 tokens, passes
+// the 512-position window). Attending past the window gives max 24.9, mean
+// 1.15; the global RoPE base on local layers max 20, mean 2.4.
 INSTANTIATE_TEST_SUITE_P(
     Models, ReferenceModelTest,
     ::testing::Values(
@@ -257,7 +292,9 @@ INSTANTIATE_TEST_SUITE_P(
         ReferenceCase{"qwen2", DataPath("qwen2-tiny.gguf"),
                       "qwen2-tiny.reference.txt", 1.0, 0.12, 1},
         ReferenceCase{"qwen3", DataPath("qwen3-tiny.gguf"),
-                      "qwen3-tiny.reference.txt", 1.0, 0.12, 1}),
+                      "qwen3-tiny.reference.txt", 1.0, 0.12, 1},
+        ReferenceCase{"gemma3_270m", "", "gemma3-270m.reference.txt", 6.0,
+                      0.35, 1, "KVSESSION_GEMMA3_MODEL"}),
     [](const ::testing::TestParamInfo<ReferenceCase>& info) {
       return info.param.name;
     });

@@ -67,7 +67,7 @@ std::string Quantized(GgmlType type, const std::vector<float>& values,
   return out;
 }
 
-// What qwen2 and qwen3 layers hold beyond llama's.
+// What qwen2, qwen3 and gemma3 layers hold beyond llama's.
 template <typename Matrix, typename Add>
 absl::Status AddFamilyTensors(const TinyModelOptions& o, const std::string& p,
                               int64_t hd, int64_t q_dim, int64_t kv,
@@ -86,11 +86,22 @@ absl::Status AddFamilyTensors(const TinyModelOptions& o, const std::string& p,
       }
     }
   }
-  if (o.architecture == "qwen3") {
+  if (o.architecture == "qwen3" || o.architecture == "gemma3") {
     for (const char* name : {"attn_q_norm.weight", "attn_k_norm.weight"}) {
       std::vector<float> v = matrix(1, hd, 0.1f);
       for (float& x : v) x += 1.0f;
       if (absl::Status s = add(p + name, GgmlType::kF32, v, hd); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (o.architecture == "gemma3") {
+    for (const char* name :
+         {"post_attention_norm.weight", "post_ffw_norm.weight"}) {
+      std::vector<float> v = matrix(1, o.d_model, 0.1f);
+      for (float& x : v) x += 1.0f;
+      if (absl::Status s = add(p + name, GgmlType::kF32, v, o.d_model);
+          !s.ok()) {
         return s;
       }
     }
@@ -117,9 +128,13 @@ absl::Status WriteTinyModel(const TinyModelOptions& o,
   w.AddFloat32(k + "rope.freq_base", o.rope_base);
   w.AddFloat32(k + "attention.layer_norm_rms_epsilon", 1e-5f);
   w.AddUint32(k + "rope.dimension_count", static_cast<uint32_t>(hd));
-  if (arch == "qwen3") {
+  if (arch == "qwen3" || arch == "gemma3") {
     w.AddUint32(k + "attention.key_length", static_cast<uint32_t>(hd));
     w.AddUint32(k + "attention.value_length", static_cast<uint32_t>(hd));
+  }
+  if (arch == "gemma3") {
+    w.AddUint32(k + "attention.sliding_window",
+                static_cast<uint32_t>(o.sliding_window));
   }
 
   std::vector<std::string> tokens = {"<|endoftext|>", "<|im_start|>",
@@ -257,6 +272,13 @@ const std::string& CachedModel(const std::string& architecture, bool wide) {
   }
   // Qwen3's head_dim is not d_model / heads.
   if (architecture == "qwen3") o.head_dim = wide ? 128 : 32;
+  if (architecture == "gemma3") {
+    o.n_layers = 6;  // one period of Gemma 3's layer pattern
+    if (wide) {
+      o.head_dim = 256;
+      o.n_kv_heads = 1;
+    }
+  }
   KVS_CHECK_OK(WriteTinyModel(o, path));
   return paths->emplace(key, path).first->second;
 }
