@@ -19,6 +19,12 @@ constexpr char kEndHeader[] = "<|end_header_id|>";
 constexpr char kEotId[] = "<|eot_id|>";
 constexpr char kThinkOpen[] = "<think>";
 constexpr char kThinkClose[] = "</think>";
+constexpr char kGemmaBos[] = "<bos>";
+constexpr char kStartOfTurn[] = "<start_of_turn>";
+constexpr char kEndOfTurn[] = "<end_of_turn>";
+constexpr char kMistralBos[] = "<s>";
+constexpr char kMistralEos[] = "</s>";
+constexpr char kInst[] = "[INST]";
 
 // Undoes the escapes of a Jinja (Python-like) string literal body.
 std::string UnescapeJinja(std::string_view s) {
@@ -201,9 +207,22 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Detect(
         kEotId);
     return t;
   }
+  if (jinja_source.find(kStartOfTurn) != std::string_view::npos) {
+    t.kind_ = ChatTemplateKind::kGemma;
+    return t;
+  }
+  // Only the v1 template quotes " [INST] " with a leading space; Llama 2's
+  // (<<SYS>>) and Mistral's other versions space it differently.
+  auto has = [jinja_source](std::string_view s) {
+    return jinja_source.find(s) != std::string_view::npos;
+  };
+  if ((has("' [INST] '") || has("\" [INST] \"")) && !has("<<SYS>>")) {
+    t.kind_ = ChatTemplateKind::kMistral;
+    return t;
+  }
   return absl::InvalidArgumentError(
-      "unrecognised chat template (neither ChatML nor Llama 3); pick one by "
-      "name with the chat template override");
+      "unrecognised chat template (none of ChatML, Llama 3, Gemma, Mistral "
+      "v1); pick one by name with the chat template override");
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name) {
@@ -214,9 +233,14 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name) {
     t.kind_ = ChatTemplateKind::kQwen3;
   } else if (name == "llama3") {
     t.kind_ = ChatTemplateKind::kLlama3;
+  } else if (name == "gemma") {
+    t.kind_ = ChatTemplateKind::kGemma;
+  } else if (name == "mistral") {
+    t.kind_ = ChatTemplateKind::kMistral;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown chat template '", Sv(name), "' (known: chatml, qwen3, llama3)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown chat template '", Sv(name),
+                     "' (known: chatml, qwen3, llama3, gemma, mistral)"));
   }
   return t;
 }
@@ -227,6 +251,10 @@ std::string_view ChatTemplate::name() const {
       return "chatml";
     case ChatTemplateKind::kQwen3:
       return "qwen3";
+    case ChatTemplateKind::kGemma:
+      return "gemma";
+    case ChatTemplateKind::kMistral:
+      return "mistral";
     case ChatTemplateKind::kLlama3:
       break;
   }
@@ -234,11 +262,25 @@ std::string_view ChatTemplate::name() const {
 }
 
 std::string_view ChatTemplate::end_of_turn() const {
-  return kind_ == ChatTemplateKind::kLlama3 ? kEotId : kImEnd;
+  switch (kind_) {
+    case ChatTemplateKind::kLlama3:
+      return kEotId;
+    case ChatTemplateKind::kGemma:
+      return kEndOfTurn;
+    case ChatTemplateKind::kMistral:
+      return kMistralEos;
+    case ChatTemplateKind::kChatMl:
+    case ChatTemplateKind::kQwen3:
+      break;
+  }
+  return kImEnd;
 }
 
 std::string_view ChatTemplate::turn_separator() const {
-  return kind_ == ChatTemplateKind::kLlama3 ? "" : "\n";
+  return kind_ == ChatTemplateKind::kLlama3 ||
+                 kind_ == ChatTemplateKind::kMistral
+             ? ""
+             : "\n";
 }
 
 std::vector<ChatSegment> ChatTemplate::RenderSegments(
@@ -270,8 +312,50 @@ std::vector<ChatSegment> ChatTemplate::RenderSegments(
     if (messages[i].role == "user") last_user = i;
   }
   size_t index = 0;
+  // Gemma and Mistral open with BOS outside the message loop and fold a
+  // leading system message into the message after it.
+  const bool gemma = kind_ == ChatTemplateKind::kGemma;
+  const bool mistral = kind_ == ChatTemplateKind::kMistral;
+  if (first_turn && gemma) text(kGemmaBos);
+  if (first_turn && mistral) text(kMistralBos);
+  std::optional<std::string_view> system_prefix;
+  size_t rendered = 0;  // messages seen, the default system prompt included
+  auto render_folding = [&](const ChatMessage& m) {
+    if (first_turn && rendered == 0 && m.role == "system") {
+      system_prefix = m.content;
+      return;
+    }
+    // The template's loop.first, which a continuation never has.
+    const bool loop_first =
+        first_turn && rendered == (system_prefix.has_value() ? 1 : 0);
+    auto prefix = [&] {
+      if (loop_first && system_prefix.has_value()) {
+        content(*system_prefix);
+        text("\n\n");
+      }
+    };
+    if (gemma) {
+      text(absl::StrCat(kStartOfTurn, m.role == "assistant" ? "model" : m.role,
+                        "\n"));
+      prefix();
+      content(PythonStrip(m.content));
+      text(absl::StrCat(kEndOfTurn, "\n"));
+    } else if (m.role == "assistant") {
+      text(" ");
+      content(m.content);
+      text(kMistralEos);
+    } else {
+      text(absl::StrCat(" ", kInst, " "));
+      prefix();
+      content(m.content);
+      text(" [/INST]");
+    }
+  };
   auto render_one = [&](const ChatMessage& m) {
-    if (kind_ == ChatTemplateKind::kQwen3 && m.role == "assistant") {
+    if (gemma || mistral) {
+      render_folding(m);
+      ++rendered;
+    } else if (kind_ == ChatTemplateKind::kQwen3 && m.role == "assistant") {
       RenderQwen3Assistant(m.content, index > last_user,
                            index + 1 == messages.size(), text, content);
     } else if (kind_ != ChatTemplateKind::kLlama3) {
@@ -291,8 +375,11 @@ std::vector<ChatSegment> ChatTemplate::RenderSegments(
     render_one(m);
     ++index;
   }
-  if (add_generation_prompt) {
-    if (kind_ != ChatTemplateKind::kLlama3) {
+  // Mistral has no generation prompt: the answer follows " [/INST]".
+  if (add_generation_prompt && !mistral) {
+    if (gemma) {
+      text(absl::StrCat(kStartOfTurn, "model\n"));
+    } else if (kind_ != ChatTemplateKind::kLlama3) {
       text(absl::StrCat(kImStart, "assistant\n"));
     } else {
       text(absl::StrCat(kStartHeader, "assistant", kEndHeader, "\n\n"));

@@ -42,6 +42,12 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(
     if (absl::StatusOr<ChatTemplate> t = ChatTemplate::Detect(*src); t.ok()) {
       b->chat_template = *t;
     }
+  } else if (b->model->config().architecture == "gemma3" &&
+             b->tokenizer->FindToken("<start_of_turn>").has_value() &&
+             b->tokenizer->FindToken("<end_of_turn>").has_value()) {
+    // Gemma 3 base files carry no template, but their vocab has the turn
+    // tokens of Gemma's instruction format, which chat clients expect.
+    b->chat_template = *ChatTemplate::FromName("gemma");
   }
   if (b->chat_template.has_value() && !options.default_system_prompt) {
     b->chat_template->set_default_system_prompt("");
@@ -64,14 +70,14 @@ absl::StatusOr<std::vector<int32_t>> ModelBundle::EncodeChat(
   }
   // Template text is encoded with control tokens parsed, message content
   // without, so user text can never smuggle in a control token.
-  std::vector<int32_t> out;
-  for (const ChatSegment& s : chat_template->RenderSegments(
-           messages, add_generation_prompt, first_turn)) {
-    std::vector<int32_t> ids =
-        tokenizer->Encode(s.text, /*parse_special=*/!s.is_content);
-    out.insert(out.end(), ids.begin(), ids.end());
+  const std::vector<ChatSegment> segments = chat_template->RenderSegments(
+      messages, add_generation_prompt, first_turn);
+  std::vector<Tokenizer::TextSegment> text;
+  text.reserve(segments.size());
+  for (const ChatSegment& s : segments) {
+    text.push_back({s.text, /*parse_special=*/!s.is_content});
   }
-  return out;
+  return tokenizer->EncodeSegments(text);
 }
 
 }  // namespace kvsession::runtime

@@ -12,8 +12,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/gguf.h"
 #include "runtime/pretokenizer.h"
+#include "runtime/tokenizer_spm.h"
 
 namespace kvsession::runtime {
 namespace {
@@ -222,6 +222,8 @@ class Tokenizer::Impl {
 
   void Encode(std::string_view text, bool parse_special, bool add_special,
               std::vector<int32_t>* out) const;
+  void EncodeSegments(std::span<const TextSegment> segments,
+                      std::vector<int32_t>* out) const;
   const std::string* Piece(int32_t id, bool render_special) const;
 
   int32_t vocab_size() const {
@@ -235,17 +237,32 @@ class Tokenizer::Impl {
   std::vector<std::string> pieces_;  // decoded bytes per token
   std::vector<bool> hidden_;         // control/unknown: shown on request
   std::vector<bool> end_of_generation_;
+  // Decode drops the space a SentencePiece encoding put in front.
+  bool strip_space_prefix_ = false;
 
  private:
+  // A stretch of the text: a special token, or text still to be encoded.
+  struct Fragment {
+    size_t begin;
+    size_t len;
+    int32_t token;  // -1: text
+  };
+  // Appends the fragments of `text` (at `offset` in the whole text).
+  void Partition(std::string_view text, size_t offset, bool parse_special,
+                 std::vector<Fragment>* frags) const;
+  void EncodeFragments(std::string_view text, std::span<const Fragment> frags,
+                       bool add_special, std::vector<int32_t>* out) const;
+  absl::Status InitBpe();
   int32_t Intern(std::string_view text);
   void EncodeText(std::string_view text, std::vector<int32_t>* out) const;
   void EncodeWord(std::string_view word, MergeScratch* scratch,
                   std::vector<int32_t>* out) const;
   void EmitSymbol(int32_t id, std::vector<int32_t>* out) const;
 
-  std::unique_ptr<PreTokenizer> pre_;
+  std::unique_ptr<PreTokenizer> pre_;  // gpt2
+  std::unique_ptr<SpmEncoder> spm_;    // llama
   // Texts of vocab tokens and, above vocab_size(), strings that only occur
-  // in merges: merges work on these ids rather than on strings.
+  // in merges (gpt2): merges work on these ids rather than on strings.
   absl::flat_hash_map<std::string, int32_t> symbol_ids_;
   std::vector<std::string> extra_symbols_;
   std::array<int32_t, 256> byte_symbol_{};
@@ -264,10 +281,12 @@ int32_t Tokenizer::Impl::Intern(std::string_view text) {
 
 absl::Status Tokenizer::Impl::Init(VocabData vocab) {
   vocab_ = std::move(vocab);
-  if (vocab_.model != "gpt2") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported tokenizer.ggml.model '", vocab_.model,
-                     "' (only byte-level BPE, \"gpt2\", is implemented)"));
+  const bool spm = vocab_.model == "llama";
+  if (vocab_.model != "gpt2" && !spm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tokenizer.ggml.model '", vocab_.model,
+        "' (byte-level BPE, \"gpt2\", and SentencePiece, \"llama\", are "
+        "implemented)"));
   }
   const size_t n = vocab_.tokens.size();
   if (n == 0 ||
@@ -280,6 +299,10 @@ absl::Status Tokenizer::Impl::Init(VocabData vocab) {
         absl::StrCat("token_types has ", vocab_.token_types.size(),
                      " entries for ", n, " tokens"));
   }
+  if (!vocab_.scores.empty() && vocab_.scores.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scores has ", vocab_.scores.size(), " entries for ", n, " tokens"));
+  }
   for (auto [name, id] : {std::pair<const char*, int32_t>{"bos", vocab_.bos_id},
                           {"eos", vocab_.eos_id},
                           {"eot", vocab_.eot_id},
@@ -290,10 +313,6 @@ absl::Status Tokenizer::Impl::Init(VocabData vocab) {
           absl::StrCat(name, " token id ", id, " is outside the vocab of ", n));
     }
   }
-  absl::StatusOr<std::unique_ptr<PreTokenizer>> pre =
-      PreTokenizer::Create(vocab_.pre);
-  if (!pre.ok()) return pre.status();
-  pre_ = *std::move(pre);
 
   types_ = vocab_.token_types;
   types_.resize(n, TokenType::kNormal);
@@ -302,6 +321,64 @@ absl::Status Tokenizer::Impl::Init(VocabData vocab) {
     // A duplicated text maps to its last id, as in llama.cpp.
     symbol_ids_[vocab_.tokens[i]] = static_cast<int32_t>(i);
   }
+  if (spm) {
+    spm_ = std::make_unique<SpmEncoder>(&symbol_ids_, vocab_.scores,
+                                        vocab_.unk_id);
+    strip_space_prefix_ = vocab_.add_space_prefix;
+  } else if (absl::Status s = InitBpe(); !s.ok()) {
+    return s;
+  }
+
+  pieces_.resize(n);
+  hidden_.assign(n, false);
+  end_of_generation_.assign(n, false);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& text = vocab_.tokens[i];
+    if (spm) {
+      pieces_[i] = SpmEncoder::Piece(text, types_[i]);
+    } else {
+      switch (types_[i]) {
+        case TokenType::kControl:
+        case TokenType::kUnknown:
+        case TokenType::kUserDefined:
+          // Added tokens are stored as plain text, not byte-level encoded.
+          pieces_[i] = text;
+          break;
+        case TokenType::kUnused:
+          break;
+        default:
+          pieces_[i] = DecodeByteLevel(text);
+          break;
+      }
+    }
+    hidden_[i] =
+        types_[i] == TokenType::kControl || types_[i] == TokenType::kUnknown;
+    if (IsSpecialType(types_[i]) && !text.empty()) {
+      specials_.push_back(static_cast<int32_t>(i));
+    }
+    if (types_[i] == TokenType::kControl &&
+        (text == "<|im_end|>" || text == "<|eot_id|>" ||
+         text == "<|end_of_text|>" || text == "<|endoftext|>" ||
+         text == "<|eom_id|>" || text == "<end_of_turn>")) {
+      end_of_generation_[i] = true;
+    }
+  }
+  for (int32_t id : {vocab_.eos_id, vocab_.eot_id}) {
+    if (id >= 0) end_of_generation_[id] = true;
+  }
+  std::stable_sort(specials_.begin(), specials_.end(),
+                   [this](int32_t a, int32_t b) {
+                     return vocab_.tokens[a].size() > vocab_.tokens[b].size();
+                   });
+  return absl::OkStatus();
+}
+
+// Byte-level BPE: the pre-tokenizer, the 256 byte symbols and the merges.
+absl::Status Tokenizer::Impl::InitBpe() {
+  absl::StatusOr<std::unique_ptr<PreTokenizer>> pre =
+      PreTokenizer::Create(vocab_.pre);
+  if (!pre.ok()) return pre.status();
+  pre_ = *std::move(pre);
   const ByteMap& bytes = GetByteMap();
   for (int b = 0; b < 256; ++b) byte_symbol_[b] = Intern(bytes.byte_to_utf8[b]);
 
@@ -324,62 +401,15 @@ absl::Status Tokenizer::Impl::Init(VocabData vocab) {
     merges_.try_emplace(PairKey(l, r),
                         Merge{static_cast<int32_t>(rank), result});
   }
-
-  pieces_.resize(n);
-  hidden_.assign(n, false);
-  end_of_generation_.assign(n, false);
-  for (size_t i = 0; i < n; ++i) {
-    switch (types_[i]) {
-      case TokenType::kControl:
-      case TokenType::kUnknown:
-        pieces_[i] = vocab_.tokens[i];
-        hidden_[i] = true;
-        break;
-      case TokenType::kUserDefined:
-        // Added tokens are stored as plain text, not byte-level encoded.
-        pieces_[i] = vocab_.tokens[i];
-        break;
-      case TokenType::kUnused:
-        break;
-      default:
-        pieces_[i] = DecodeByteLevel(vocab_.tokens[i]);
-        break;
-    }
-    if (IsSpecialType(types_[i]) && !vocab_.tokens[i].empty()) {
-      specials_.push_back(static_cast<int32_t>(i));
-    }
-    if (types_[i] == TokenType::kControl &&
-        (vocab_.tokens[i] == "<|im_end|>" || vocab_.tokens[i] == "<|eot_id|>" ||
-         vocab_.tokens[i] == "<|end_of_text|>" ||
-         vocab_.tokens[i] == "<|endoftext|>" ||
-         vocab_.tokens[i] == "<|eom_id|>")) {
-      end_of_generation_[i] = true;
-    }
-  }
-  for (int32_t id : {vocab_.eos_id, vocab_.eot_id}) {
-    if (id >= 0) end_of_generation_[id] = true;
-  }
-  std::stable_sort(specials_.begin(), specials_.end(),
-                   [this](int32_t a, int32_t b) {
-                     return vocab_.tokens[a].size() > vocab_.tokens[b].size();
-                   });
   return absl::OkStatus();
 }
 
-void Tokenizer::Impl::Encode(std::string_view text, bool parse_special,
-                             bool add_special,
-                             std::vector<int32_t>* out) const {
-  if (add_special && vocab_.add_bos && vocab_.bos_id >= 0) {
-    out->push_back(vocab_.bos_id);
-  }
+void Tokenizer::Impl::Partition(std::string_view text, size_t offset,
+                                bool parse_special,
+                                std::vector<Fragment>* frags) const {
   // Cut the text at special-token occurrences, one token at a time, longest
   // first (llama.cpp's partitioning, so overlapping tokens resolve alike).
-  struct Fragment {
-    size_t begin;
-    size_t len;
-    int32_t token;  // -1: text still to be BPE-encoded
-  };
-  std::vector<Fragment> frags = {{0, text.size(), -1}};
+  std::vector<Fragment> cur = {{offset, text.size(), -1}};
   std::vector<Fragment> next;
   for (int32_t id : specials_) {
     // User-defined tokens are always matched (HF "added tokens" behave so);
@@ -388,12 +418,12 @@ void Tokenizer::Impl::Encode(std::string_view text, bool parse_special,
     const std::string& tok = vocab_.tokens[id];
     if (text.find(tok) == std::string_view::npos) continue;
     next.clear();
-    for (const Fragment& f : frags) {
+    for (const Fragment& f : cur) {
       if (f.token >= 0) {
         next.push_back(f);
         continue;
       }
-      std::string_view body = text.substr(f.begin, f.len);
+      std::string_view body = text.substr(f.begin - offset, f.len);
       size_t pos = 0;
       for (size_t hit; (hit = body.find(tok, pos)) != std::string_view::npos;
            pos = hit + tok.size()) {
@@ -404,18 +434,70 @@ void Tokenizer::Impl::Encode(std::string_view text, bool parse_special,
         next.push_back({f.begin + pos, body.size() - pos, -1});
       }
     }
-    std::swap(frags, next);
+    std::swap(cur, next);
   }
+  frags->insert(frags->end(), cur.begin(), cur.end());
+}
+
+void Tokenizer::Impl::EncodeFragments(std::string_view text,
+                                      std::span<const Fragment> frags,
+                                      bool add_special,
+                                      std::vector<int32_t>* out) const {
+  if (add_special && vocab_.add_bos && vocab_.bos_id >= 0) {
+    out->push_back(vocab_.bos_id);
+  }
+  // SentencePiece: the space prefix goes at the start and after every
+  // special token (llama.cpp's is_prev_special), BOS included.
+  bool after_special = true;
   for (const Fragment& f : frags) {
     if (f.token >= 0) {
       out->push_back(f.token);
+      after_special = true;
     } else if (f.len > 0) {
-      EncodeText(text.substr(f.begin, f.len), out);
+      std::string_view body = text.substr(f.begin, f.len);
+      if (spm_ != nullptr) {
+        spm_->Encode(body, vocab_.add_space_prefix && after_special, out);
+      } else {
+        EncodeText(body, out);
+      }
+      after_special = false;
     }
   }
   if (add_special && vocab_.add_eos && vocab_.eos_id >= 0) {
     out->push_back(vocab_.eos_id);
   }
+}
+
+void Tokenizer::Impl::Encode(std::string_view text, bool parse_special,
+                             bool add_special,
+                             std::vector<int32_t>* out) const {
+  std::vector<Fragment> frags;
+  Partition(text, 0, parse_special, &frags);
+  EncodeFragments(text, frags, add_special, out);
+}
+
+void Tokenizer::Impl::EncodeSegments(std::span<const TextSegment> segments,
+                                     std::vector<int32_t>* out) const {
+  std::string text;
+  std::vector<Fragment> frags;
+  for (const TextSegment& s : segments) {
+    const size_t first = frags.size();
+    const size_t offset = text.size();
+    text += s.text;
+    Partition(s.text, offset, s.parse_special, &frags);
+    // SentencePiece sees the text between two special tokens as one
+    // stretch, as if the whole text were encoded at once: otherwise every
+    // segment would get its own space prefix and no merge could cross a
+    // segment boundary. Byte-level BPE keeps encoding segment by segment:
+    // its pre-tokenizer splits there anyway on every template we render,
+    // and cached sessions hold ids encoded so.
+    if (spm_ != nullptr && first > 0 && first < frags.size() &&
+        frags[first - 1].token < 0 && frags[first].token < 0) {
+      frags[first - 1].len += frags[first].len;
+      frags.erase(frags.begin() + static_cast<ptrdiff_t>(first));
+    }
+  }
+  EncodeFragments(text, frags, /*add_special=*/false, out);
 }
 
 void Tokenizer::Impl::EncodeText(std::string_view text,
@@ -532,94 +614,19 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(VocabData vocab) {
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
-namespace {
-
-// Copies an optional GGUF value: absent keys leave `out` as it is.
-template <typename T, typename U>
-absl::Status ReadOptional(absl::StatusOr<T> value, U* out) {
-  if (absl::IsNotFound(value.status())) return absl::OkStatus();
-  if (!value.ok()) return value.status();
-  *out = static_cast<U>(*value);
-  return absl::OkStatus();
-}
-
-// Token ids are usually uint32; a negative one means "none".
-absl::Status ReadTokenId(const GgufFile& file, std::string_view key,
-                         int32_t* out) {
-  absl::StatusOr<int64_t> v = file.GetInt(key);
-  if (absl::IsNotFound(v.status())) return absl::OkStatus();
-  if (!v.ok()) return v.status();
-  if (*v > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Sv(key), " is out of range: ", *v));
-  }
-  *out = *v < 0 ? -1 : static_cast<int32_t>(*v);
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(
-    const GgufFile& file) {
-  VocabData v;
-  absl::StatusOr<std::string> model = file.GetString("tokenizer.ggml.model");
-  if (!model.ok()) return model.status();
-  v.model = *std::move(model);
-  if (absl::Status s =
-          ReadOptional(file.GetString("tokenizer.ggml.pre"), &v.pre);
-      !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<std::vector<std::string>> tokens =
-      file.GetStringArray("tokenizer.ggml.tokens");
-  if (!tokens.ok()) return tokens.status();
-  v.tokens = *std::move(tokens);
-  absl::StatusOr<std::vector<int64_t>> types =
-      file.GetIntArray("tokenizer.ggml.token_type");
-  if (types.ok()) {
-    v.token_types.reserve(types->size());
-    for (int64_t t : *types) {
-      v.token_types.push_back(t >= 0 && t <= 6 ? static_cast<TokenType>(t)
-                                               : TokenType::kUndefined);
-    }
-  } else if (!absl::IsNotFound(types.status())) {
-    return types.status();
-  }
-  absl::StatusOr<std::vector<std::string>> merges =
-      file.GetStringArray("tokenizer.ggml.merges");
-  if (merges.ok()) {
-    v.merges = *std::move(merges);
-  } else if (!absl::IsNotFound(merges.status())) {
-    return merges.status();
-  }
-  for (auto [key, out] : {std::pair<const char*, int32_t*>{
-                              "tokenizer.ggml.bos_token_id", &v.bos_id},
-                          {"tokenizer.ggml.eos_token_id", &v.eos_id},
-                          {"tokenizer.ggml.eot_token_id", &v.eot_id},
-                          {"tokenizer.ggml.unknown_token_id", &v.unk_id},
-                          {"tokenizer.ggml.padding_token_id", &v.pad_id}}) {
-    if (absl::Status s = ReadTokenId(file, key, out); !s.ok()) return s;
-  }
-  v.add_bos = PreTokenizer::DefaultAddBos(v.pre);
-  if (absl::Status s = ReadOptional(
-          file.GetBool("tokenizer.ggml.add_bos_token"), &v.add_bos);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = ReadOptional(
-          file.GetBool("tokenizer.ggml.add_eos_token"), &v.add_eos);
-      !s.ok()) {
-    return s;
-  }
-  return Create(std::move(v));
-}
-
 std::vector<int32_t> Tokenizer::Encode(std::string_view text,
                                        bool parse_special,
                                        bool add_special) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   impl_->Encode(text, parse_special, add_special, &out);
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::EncodeSegments(
+    std::span<const TextSegment> segments) const {
+  std::vector<int32_t> out;
+  impl_->EncodeSegments(segments, &out);
   return out;
 }
 
@@ -631,10 +638,19 @@ std::string Tokenizer::TokenToPiece(int32_t id, bool render_special) const {
 std::string Tokenizer::Decode(std::span<const int32_t> ids,
                               bool render_special) const {
   std::string out;
+  // The first text after leading control tokens carries the space prefix.
+  bool strip = impl_->strip_space_prefix_;
   for (int32_t id : ids) {
-    if (const std::string* piece = impl_->Piece(id, render_special)) {
-      out += *piece;
+    const std::string* piece = impl_->Piece(id, render_special);
+    if (piece == nullptr) continue;
+    if (strip && !piece->empty() && !impl_->hidden_[id]) {
+      strip = false;
+      if (piece->starts_with(' ')) {
+        out.append(*piece, 1);
+        continue;
+      }
     }
+    out += *piece;
   }
   return out;
 }

@@ -5,7 +5,8 @@
 ABSL_FLAG(std::string, model, "", "Path of a GGUF model file");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 is all cores");
 ABSL_FLAG(std::string, chat_template, "",
-          "Override the chat template: chatml, qwen3 or llama3");
+          "Override the chat template: chatml, qwen3, llama3, gemma or "
+          "mistral (Mistral Instruct v0.1/v0.2 \"v1\")");
 ABSL_FLAG(std::string, device, "auto",
           "Compute backend: auto (CUDA when a GPU and the CUDA module are "
           "present, else the CPU), cpu or cuda");

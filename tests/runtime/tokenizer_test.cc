@@ -227,8 +227,8 @@ TEST(TokenizerTest, InvalidUtf8BecomesReplacementCharacter) {
 
 TEST(TokenizerTest, CreateRejectsBadVocabs) {
   VocabData v = TinyVocab({});
-  v.model = "llama";
-  EXPECT_THAT(Tokenizer::Create(v).status().message(), HasSubstr("llama"));
+  v.model = "bert";
+  EXPECT_THAT(Tokenizer::Create(v).status().message(), HasSubstr("bert"));
   v = TinyVocab({});
   v.pre = "klingon";
   EXPECT_THAT(Tokenizer::Create(v).status().message(), HasSubstr("klingon"));

@@ -1,6 +1,8 @@
-// The service on the default model: follow-up turns reuse the whole history
+// The service on the default model and on Gemma 3 270M (its vocab's Gemma
+// template, sliding-window layers): follow-up turns reuse the whole history
 // and continue exactly as a recomputation of the same tokens would.
 #include <cstdlib>
+#include <string>
 
 #include "gtest/gtest.h"
 #include "tests/service/test_server.h"
@@ -8,10 +10,16 @@
 namespace kvsession::testing {
 namespace {
 
-TEST(DefaultModelServiceTest, MultiTurnReusesHistoryAndMatchesRecompute) {
-  const char* model = std::getenv("KVSESSION_MODEL");
+// The variable naming the model file.
+class ModelServiceTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Models, ModelServiceTest,
+                         ::testing::Values("KVSESSION_MODEL",
+                                           "KVSESSION_GEMMA3_MODEL"));
+
+TEST_P(ModelServiceTest, MultiTurnReusesHistoryAndMatchesRecompute) {
+  const char* model = std::getenv(GetParam().c_str());
   if (model == nullptr || *model == '\0') {
-    GTEST_SKIP() << "KVSESSION_MODEL is not set (scripts/test.sh sets it)";
+    GTEST_SKIP() << GetParam() << " is not set (scripts/test.sh sets it)";
   }
   TestServerOptions options;
   options.model_path = model;
