@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -91,6 +92,30 @@ TEST(ModelTest, F32ModelMatchesIndependentDoublePrecisionForward) {
   const ReferenceDiff d = CompareWithReference(path, 40);
   EXPECT_LT(d.max_diff, 0.02) << "max |logit| " << d.max_logit;
   EXPECT_EQ(d.argmax_same, 40);
+}
+
+// Every family's layer against the reference's reading of its published
+// definition, with f32 weights (the tight wiring check above, per family).
+// 40 tokens pass Gemma 3's 16-position test window more than twice, so its
+// local layers are checked past the window's edge.
+TEST(ModelTest, F32FamiliesMatchIndependentDoublePrecisionForward) {
+  for (const std::string& arch : testing::kTinyFamilies) {
+    char dir[] = "/tmp/kvsession-f32-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    const std::string path = std::string(dir) + "/" + arch + ".gguf";
+    testing::TinyModelOptions opts;
+    opts.architecture = arch;
+    opts.matrix_type = kernels::GgmlType::kF32;
+    opts.embedding_type = kernels::GgmlType::kF32;
+    if (arch == "qwen3") opts.head_dim = 32;
+    if (arch == "gemma3") opts.n_layers = 6;
+    ASSERT_TRUE(testing::WriteTinyModel(opts, path).ok());
+    const ReferenceDiff d = CompareWithReference(path, 40);
+    std::printf("%s: max |diff| %.5f, max |logit| %.2f\n", arch.c_str(),
+                d.max_diff, d.max_logit);
+    EXPECT_LT(d.max_diff, 0.02) << arch << " max |logit| " << d.max_logit;
+    EXPECT_EQ(d.argmax_same, 40) << arch;
+  }
 }
 
 // The quantized model adds 8-bit activations per matmul (as llama.cpp does):

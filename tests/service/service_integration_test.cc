@@ -251,7 +251,11 @@ TEST(ServiceDrainTest, StatusFollowsTheSummaryAfterTheDrainDelay) {
   const auto summary_at = std::chrono::steady_clock::now();
   EXPECT_FALSE(reader->Read(&ev));
   EXPECT_TRUE(reader->Finish().ok());
-  EXPECT_GE(std::chrono::steady_clock::now() - summary_at, kDelay);
+  // The server waits kDelay from sending the summary; the client saw it
+  // that much later as it took to arrive (measured up to 7 ms on a loaded
+  // 2-core machine). Without the delay the status follows in ~1 ms.
+  constexpr auto kArrival = std::chrono::milliseconds(100);
+  EXPECT_GE(std::chrono::steady_clock::now() - summary_at, kDelay - kArrival);
   EXPECT_EQ(tokens, before.tokens);
 }
 
