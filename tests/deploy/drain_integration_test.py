@@ -17,6 +17,10 @@ import deploy_lib as lib  # noqa: E402
 REPLICAS = 3
 LONG_TOKENS = 700  # several seconds without cache reuse on the tiny model
 NEW_SESSIONS = 12
+# The grace must outlast the stream: ~7 s in a Release build, but a
+# sanitizer build runs it about ten times slower (measured 60.5 s; the
+# ctest TIMEOUT of tests/deploy is 180 s).
+GRACE_S = 120
 
 
 def body(args, workdir):
@@ -29,7 +33,7 @@ def body(args, workdir):
         mports = [lib.free_port() for _ in range(REPLICAS)]
         replicas = [procs.start(f"replica{i}", lib.server_argv(
             args.server, model, ports[i], mports[i],
-            extra=["--shutdown_grace_s=60"])) for i in range(REPLICAS)]
+            extra=[f"--shutdown_grace_s={GRACE_S}"])) for i in range(REPLICAS)]
         direct = [lib.Api(pb, pb_grpc, f"127.0.0.1:{p}") for p in ports]
         for api, proc in zip(direct, replicas):
             api.wait_ready(proc=proc)
@@ -55,7 +59,7 @@ def body(args, workdir):
         def read_stream():
             try:
                 tokens = 0
-                stream = api.stub.Chat(req, timeout=120,
+                stream = api.stub.Chat(req, timeout=GRACE_S + 60,
                                        metadata=[("x-session-id", long_id)])
                 with lib.waiting("the long stream's tokens"):
                     for ev in stream:
@@ -112,9 +116,9 @@ def body(args, workdir):
                 f"{reader.is_alive()}")
 
         with lib.waiting("the long stream to finish"):
-            reader.join(90)
+            reader.join(GRACE_S)
         assert not reader.is_alive(), (
-            "timed out after 90 s waiting for the long stream to finish"
+            f"timed out after {GRACE_S} s waiting for the long stream to finish"
             + lib.tail(replicas[victim]))
         assert outcome.get("ok"), f"the long stream failed: {outcome}"
         summary = outcome["summary"]
